@@ -1,4 +1,12 @@
 //! kelp: a Kafka-protocol sidecar that serves consumer-group coordination itself and forwards
 //! everything else to the SeaweedFS Kafka gateway.
 
+pub mod backend;
+pub mod config;
+pub mod coordinator;
 pub mod group;
+pub mod http;
+pub mod metrics;
+pub mod protocol;
+pub mod route;
+pub mod server;

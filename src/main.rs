@@ -1,1 +1,106 @@
-fn main() {}
+//! kelp's binary: configuration → listeners → tasks, and a clean exit on SIGTERM / Ctrl-C.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use kafka_protocol::protocol::StrBytes;
+use tokio::net::TcpListener;
+
+use kelp::backend::{Backend, Identity};
+use kelp::config::{Config, LogFormat};
+use kelp::coordinator::GroupService;
+use kelp::metrics::Metrics;
+use kelp::server::Shared;
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn bind(addr: std::net::SocketAddr, flag: &str) -> TcpListener {
+    match TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("kelp: cannot listen on {flag} {addr}: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn main() {
+    let config = Config::parse();
+    if let Err(e) = config.validate() {
+        eprintln!("kelp: {e}");
+        std::process::exit(2);
+    }
+    init_logging(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("kelp: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    runtime.block_on(run(config));
+}
+
+async fn run(config: Config) {
+    let identity = Identity {
+        node_id: config.node_id,
+        host: StrBytes::from_string(config.advertised_host()),
+        port: i32::from(config.advertised_port()),
+    };
+    let backend = Backend::new(config.backend.clone());
+    let metrics = Arc::new(Metrics::new());
+    let client_listener = bind(config.listen, "--listen").await;
+    let metrics_listener = bind(config.metrics_listen, "--metrics-listen").await;
+    if let Err(e) = backend.refresh().await {
+        tracing::warn!(backend = %backend.addr, error = %e, "backend not reachable yet; will keep trying");
+    }
+    tokio::spawn(backend.clone().watch(Duration::from_secs(10)));
+    let shared = Arc::new(Shared {
+        groups: GroupService::default(),
+        identity,
+        backend,
+        metrics,
+        config,
+    });
+    tracing::info!(
+        listen = %shared.config.listen,
+        backend = %shared.backend.addr,
+        metrics = %shared.config.metrics_listen,
+        advertised = %format!("{}:{}", shared.identity.host, shared.identity.port),
+        "kelp started"
+    );
+    tokio::spawn(kelp::http::serve(metrics_listener, shared.clone()));
+    tokio::select! {
+        _ = kelp::server::serve(client_listener, shared) => {}
+        _ = shutdown_signal() => tracing::info!("shutting down"),
+    }
+}

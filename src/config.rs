@@ -1,0 +1,170 @@
+//! Command-line and environment configuration (clap derive; every flag also reads `KELP_*`).
+//! Validation happens here so that a bad value fails at startup with one line naming the flag.
+
+use std::net::SocketAddr;
+
+use clap::{Parser, ValueEnum};
+
+/// Where group requests go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GroupMode {
+    /// kelp's own classic group coordinator answers them.
+    Local,
+    /// They are forwarded untouched to the gateway's coordinator.
+    Passthrough,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// kelp: a Kafka-protocol sidecar in front of the SeaweedFS Kafka gateway. It serves the consumer-group
+/// APIs itself and forwards everything else.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "kelp", version, about, long_about = None)]
+pub struct Config {
+    /// Client listener (host:port). Clients put this in bootstrap.servers.
+    #[arg(long, env = "KELP_LISTEN", default_value = "127.0.0.1:9092")]
+    pub listen: SocketAddr,
+
+    /// Host name kelp advertises to clients in Metadata and FindCoordinator (default: the listen IP).
+    #[arg(long, env = "KELP_ADVERTISED_HOST")]
+    pub advertised_host: Option<String>,
+
+    /// Port kelp advertises (default: the listen port).
+    #[arg(long, env = "KELP_ADVERTISED_PORT")]
+    pub advertised_port: Option<u16>,
+
+    /// The SeaweedFS Kafka gateway (host:port) that non-group requests are forwarded to.
+    #[arg(long, env = "KELP_BACKEND", default_value = "127.0.0.1:9093")]
+    pub backend: String,
+
+    /// Node id kelp presents as its broker id (Metadata, FindCoordinator, DescribeCluster).
+    #[arg(long, env = "KELP_NODE_ID", default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..))]
+    pub node_id: i32,
+
+    /// Largest request or response frame accepted, in bytes; a bigger one closes that connection.
+    #[arg(long, env = "KELP_MAX_FRAME_BYTES", default_value_t = 100 * 1024 * 1024,
+          value_parser = clap::value_parser!(u32).range(1024..=1_073_741_824))]
+    pub max_frame_bytes: u32,
+
+    /// Log format: text or json (level from RUST_LOG, default info).
+    #[arg(long, env = "KELP_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// HTTP listener for /metrics, /healthz and /readyz.
+    #[arg(long, env = "KELP_METRICS_LISTEN", default_value = "127.0.0.1:9100")]
+    pub metrics_listen: SocketAddr,
+
+    /// Who coordinates consumer groups: kelp (local) or the gateway (passthrough).
+    #[arg(
+        long,
+        env = "KELP_GROUP_MODE",
+        value_enum,
+        default_value = "passthrough"
+    )]
+    pub group_mode: GroupMode,
+
+    /// Smallest session.timeout.ms a JoinGroup may ask for (group.min.session.timeout.ms).
+    #[arg(long, env = "KELP_GROUP_MIN_SESSION_TIMEOUT_MS", default_value_t = 6000,
+          value_parser = clap::value_parser!(i32).range(1..))]
+    pub group_min_session_timeout_ms: i32,
+
+    /// Largest session.timeout.ms a JoinGroup may ask for (group.max.session.timeout.ms).
+    #[arg(long, env = "KELP_GROUP_MAX_SESSION_TIMEOUT_MS", default_value_t = 1_800_000,
+          value_parser = clap::value_parser!(i32).range(1..))]
+    pub group_max_session_timeout_ms: i32,
+
+    /// Delay before the first rebalance of an empty group completes (group.initial.rebalance.delay.ms).
+    #[arg(long, env = "KELP_GROUP_INITIAL_REBALANCE_DELAY_MS", default_value_t = 3000,
+          value_parser = clap::value_parser!(i32).range(0..))]
+    pub group_initial_rebalance_delay_ms: i32,
+
+    /// Most members a group may have (group.max.size).
+    #[arg(long, env = "KELP_GROUP_MAX_SIZE", default_value_t = i32::MAX as u64,
+          value_parser = clap::value_parser!(u64).range(1..=i32::MAX as u64))]
+    pub group_max_size: u64,
+
+    /// Longest offset-commit metadata string accepted (offset.metadata.max.bytes).
+    #[arg(long, env = "KELP_OFFSET_METADATA_MAX_BYTES", default_value_t = 4096)]
+    pub offset_metadata_max_bytes: usize,
+}
+
+impl Config {
+    /// Checks what clap cannot check field by field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
+            return Err(format!(
+                "--group-min-session-timeout-ms ({}) is above --group-max-session-timeout-ms ({})",
+                self.group_min_session_timeout_ms, self.group_max_session_timeout_ms
+            ));
+        }
+        if self.backend.parse::<SocketAddr>().is_err() && !self.backend.contains(':') {
+            return Err(format!("--backend {:?} is not host:port", self.backend));
+        }
+        if let Some(host) = &self.advertised_host {
+            if host.is_empty() || host.contains(char::is_whitespace) {
+                return Err(format!("--advertised-host {host:?} is not a host name"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The host clients are told to connect to.
+    pub fn advertised_host(&self) -> String {
+        self.advertised_host
+            .clone()
+            .unwrap_or_else(|| self.listen.ip().to_string())
+    }
+
+    /// The port clients are told to connect to.
+    pub fn advertised_port(&self) -> u16 {
+        self.advertised_port.unwrap_or(self.listen.port())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let mut argv = vec!["kelp"];
+        argv.extend_from_slice(args);
+        let config = Config::try_parse_from(argv).map_err(|e| e.to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn defaults_are_loopback() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9092".parse().unwrap());
+        assert_eq!(c.metrics_listen, "127.0.0.1:9100".parse().unwrap());
+        assert_eq!(c.advertised_host(), "127.0.0.1");
+        assert_eq!(c.advertised_port(), 9092);
+        assert_eq!(c.group_initial_rebalance_delay_ms, 3000);
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        let e = parse(&["--listen", "nope"]).unwrap_err();
+        assert!(e.contains("--listen"), "{e}");
+        let e = parse(&["--max-frame-bytes", "10"]).unwrap_err();
+        assert!(e.contains("--max-frame-bytes"), "{e}");
+        let e = parse(&["--log-format", "xml"]).unwrap_err();
+        assert!(e.contains("--log-format"), "{e}");
+        let e = parse(&["--backend", "nohost"]).unwrap_err();
+        assert!(e.contains("--backend"), "{e}");
+        let e = parse(&[
+            "--group-min-session-timeout-ms",
+            "9000",
+            "--group-max-session-timeout-ms",
+            "8000",
+        ])
+        .unwrap_err();
+        assert!(e.contains("--group-min-session-timeout-ms"), "{e}");
+    }
+}

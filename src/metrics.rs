@@ -1,0 +1,217 @@
+//! Every Prometheus metric kelp exports (METRICS.md), registered in one registry. Hot-path handles
+//! (per API and path) are resolved once at startup so a request costs a few atomic adds.
+
+use std::collections::HashMap;
+
+use kafka_protocol::messages::ApiKey;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::protocol::kelp_range;
+
+/// Where a request went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Path {
+    Local,
+    Backend,
+    Passthrough,
+}
+
+impl Path {
+    pub const ALL: [Path; 3] = [Path::Local, Path::Backend, Path::Passthrough];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Path::Local => "local",
+            Path::Backend => "backend",
+            Path::Passthrough => "passthrough",
+        }
+    }
+}
+
+/// Per (api, path) handles.
+#[derive(Clone)]
+pub struct ApiHandles {
+    pub requests: IntCounter,
+    pub duration: Histogram,
+    /// Backend round-trip time for this API (`kelp_backend_request_duration_seconds`).
+    pub backend: Histogram,
+}
+
+/// The registry and every metric.
+pub struct Metrics {
+    pub registry: Registry,
+    api: HashMap<(i16, Path), ApiHandles>,
+    pub request_errors: IntCounterVec,
+    pub bytes_client_in: IntCounter,
+    pub bytes_client_out: IntCounter,
+    pub bytes_backend_in: IntCounter,
+    pub bytes_backend_out: IntCounter,
+    pub connections_active: IntGaugeVec,
+    pub connections_total: IntCounterVec,
+    pub connection_errors: IntCounterVec,
+    pub backend_up: IntGauge,
+    pub backend_duration: HistogramVec,
+    pub config_reloads: IntCounterVec,
+}
+
+fn api_name(api: ApiKey) -> String {
+    format!("{api:?}")
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "kelp_requests_total",
+                "Requests received, by API and where they were served",
+            ),
+            &["api", "path"],
+        )
+        .expect("static metric");
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "kelp_request_duration_seconds",
+                "Time from request read to response ready (parked JoinGroup/SyncGroup excluded)",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0,
+            ]),
+            &["api", "path"],
+        )
+        .expect("static metric");
+        let backend_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "kelp_backend_request_duration_seconds",
+                "Time from forwarding a request to the backend's response",
+            )
+            .buckets(prometheus::exponential_buckets(0.0001, 2.5, 14).expect("static buckets")),
+            &["api"],
+        )
+        .expect("static metric");
+        let mut api = HashMap::new();
+        for key in ApiKey::iter().filter(|k| kelp_range(*k).is_some()) {
+            let name = api_name(key);
+            for path in Path::ALL {
+                let handles = ApiHandles {
+                    requests: requests.with_label_values(&[&name, path.as_str()]),
+                    duration: duration.with_label_values(&[&name, path.as_str()]),
+                    backend: backend_duration.with_label_values(&[&name]),
+                };
+                api.insert((key as i16, path), handles);
+            }
+        }
+        let bytes = IntCounterVec::new(
+            Opts::new("kelp_bytes_total", "Bytes moved, by direction"),
+            &["direction"],
+        )
+        .expect("static metric");
+        let m = Metrics {
+            api,
+            request_errors: IntCounterVec::new(
+                Opts::new(
+                    "kelp_request_errors_total",
+                    "Local answers carrying a Kafka error, by API and error",
+                ),
+                &["api", "error"],
+            )
+            .expect("static metric"),
+            bytes_client_in: bytes.with_label_values(&["client_in"]),
+            bytes_client_out: bytes.with_label_values(&["client_out"]),
+            bytes_backend_in: bytes.with_label_values(&["backend_in"]),
+            bytes_backend_out: bytes.with_label_values(&["backend_out"]),
+            connections_active: IntGaugeVec::new(
+                Opts::new("kelp_connections_active", "Open connections, by listener"),
+                &["listener"],
+            )
+            .expect("static metric"),
+            connections_total: IntCounterVec::new(
+                Opts::new(
+                    "kelp_connections_total",
+                    "Accepted connections, by listener",
+                ),
+                &["listener"],
+            )
+            .expect("static metric"),
+            connection_errors: IntCounterVec::new(
+                Opts::new(
+                    "kelp_connection_errors_total",
+                    "Connections closed because of an error, by reason",
+                ),
+                &["reason"],
+            )
+            .expect("static metric"),
+            backend_up: IntGauge::new(
+                "kelp_backend_up",
+                "1 when the backend answered the last ApiVersions",
+            )
+            .expect("static metric"),
+            backend_duration,
+            config_reloads: IntCounterVec::new(
+                Opts::new(
+                    "kelp_config_reloads_total",
+                    "Configuration reloads, by result",
+                ),
+                &["result"],
+            )
+            .expect("static metric"),
+            registry,
+        };
+        let build_info = IntGaugeVec::new(
+            Opts::new("kelp_build_info", "Build information; always 1"),
+            &["version"],
+        )
+        .expect("static metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        for collector in [
+            Box::new(requests) as Box<dyn prometheus::core::Collector>,
+            Box::new(duration),
+            Box::new(bytes),
+            Box::new(m.request_errors.clone()),
+            Box::new(m.connections_active.clone()),
+            Box::new(m.connections_total.clone()),
+            Box::new(m.connection_errors.clone()),
+            Box::new(m.backend_up.clone()),
+            Box::new(m.backend_duration.clone()),
+            Box::new(m.config_reloads.clone()),
+            Box::new(build_info),
+        ] {
+            m.registry.register(collector).expect("unique metric names");
+        }
+        for result in ["ok", "error"] {
+            m.config_reloads.with_label_values(&[result]);
+        }
+        m
+    }
+
+    /// The handles for one API served on one path (None for APIs kelp does not handle).
+    pub fn api(&self, api: ApiKey, path: Path) -> Option<&ApiHandles> {
+        self.api.get(&(api as i16, path))
+    }
+
+    /// Counts a connection closed because of an error.
+    pub fn connection_error(&self, reason: &str) {
+        self.connection_errors.with_label_values(&[reason]).inc();
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        let families = self.registry.gather();
+        if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+            tracing::error!(error = %e, "metrics encoding failed");
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,426 @@
+//! One client connection: reads length-delimited frames, peeks each request header, routes it, and
+//! writes responses back in request order, whether they come from the backend (byte for byte, or
+//! rewritten), from kelp itself, or later from the group coordinator (a parked JoinGroup/SyncGroup
+//! holds only its own response slot). Bad input closes this connection only, with a log line and a
+//! metric; nothing here panics on what a peer sends.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use kafka_protocol::messages::ApiKey;
+use prometheus::Histogram;
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec, LengthDelimitedCodecError};
+
+use super::{answer, Shared};
+use crate::backend::rewrite;
+use crate::config::GroupMode;
+use crate::metrics::{ApiHandles, Path};
+use crate::protocol::{peek, produce_acks_zero, response_correlation_id, FrameError, Peek};
+use crate::route::{route, Route};
+
+/// Most requests in flight on one connection before kelp stops reading from it.
+const MAX_IN_FLIGHT: usize = 128;
+
+/// A response kelp produces later (the coordinator's answer, already encoded as a frame).
+pub type LocalReply = Pin<Box<dyn Future<Output = Bytes> + Send>>;
+
+/// A codec whose frames keep their 4-byte length prefix, so forwarding needs no re-encoding.
+pub fn frame_codec(max_frame_bytes: u32) -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .length_field_length(4)
+        .length_adjustment(4)
+        .num_skip(0)
+        .max_frame_length(max_frame_bytes as usize)
+        .new_codec()
+}
+
+/// Why a connection ended early.
+#[derive(Debug, thiserror::Error)]
+enum Close {
+    #[error("{0}")]
+    Frame(FrameError),
+    #[error("{0} frame over the maximum size")]
+    TooLarge(&'static str),
+    #[error("{0} i/o error: {1}")]
+    Io(&'static str, std::io::Error),
+    #[error("{0}")]
+    Backend(String),
+}
+
+impl Close {
+    fn reason(&self) -> &'static str {
+        match self {
+            Close::Frame(e) => e.reason(),
+            Close::TooLarge(_) => "frame_too_large",
+            Close::Io(..) => "io",
+            Close::Backend(_) => "backend_closed",
+        }
+    }
+}
+
+fn read_error(side: &'static str, e: std::io::Error) -> Close {
+    let too_large = e
+        .get_ref()
+        .is_some_and(|inner| inner.is::<LengthDelimitedCodecError>());
+    if too_large {
+        Close::TooLarge(side)
+    } else {
+        Close::Io(side, e)
+    }
+}
+
+/// A request waiting for its response slot to fill.
+struct Slot {
+    response: Option<Bytes>,
+    started: Instant,
+    timer: Option<Histogram>,
+}
+
+/// A forwarded request waiting for the backend's response.
+struct Expect {
+    seq: u64,
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    rewrite: bool,
+    sent: Instant,
+    backend_timer: Option<Histogram>,
+}
+
+struct BackendLink {
+    reader: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    writer: OwnedWriteHalf,
+}
+
+/// In-order response slots: `slots[0]` has sequence number `head`.
+#[derive(Default)]
+struct Slots {
+    slots: VecDeque<Slot>,
+    head: u64,
+}
+
+impl Slots {
+    fn push(&mut self, response: Option<Bytes>, timer: Option<Histogram>) -> u64 {
+        self.slots.push_back(Slot {
+            response,
+            started: Instant::now(),
+            timer,
+        });
+        self.head + self.slots.len() as u64 - 1
+    }
+
+    fn fill(&mut self, seq: u64, response: Bytes) {
+        if let Some(slot) = seq
+            .checked_sub(self.head)
+            .and_then(|i| self.slots.get_mut(i as usize))
+        {
+            slot.response = Some(response);
+        }
+    }
+
+    /// Takes the leading run of filled slots.
+    fn pop_ready(&mut self) -> Option<Bytes> {
+        let response = self.slots.front_mut()?.response.take()?;
+        let slot = self.slots.pop_front()?;
+        self.head += 1;
+        if let Some(timer) = slot.timer {
+            timer.observe(slot.started.elapsed().as_secs_f64());
+        }
+        Some(response)
+    }
+
+    fn len(&self) -> usize {
+        self.slots.len()
+    }
+}
+
+/// Serves one client connection until it closes or misbehaves.
+pub async fn serve(shared: Arc<Shared>, socket: TcpStream, peer: SocketAddr) {
+    let _ = socket.set_nodelay(true);
+    let (read, write) = socket.into_split();
+    let mut conn = Conn {
+        shared,
+        client_host: format!("/{}", peer.ip()),
+        client_out: BufWriter::with_capacity(64 * 1024, write),
+        backend: None,
+        expect: VecDeque::new(),
+        slots: Slots::default(),
+        local: FuturesUnordered::new(),
+    };
+    let codec = frame_codec(conn.shared.config.max_frame_bytes);
+    let mut client_in = FramedRead::with_capacity(read, codec, 16 * 1024);
+    if let Err(close) = conn.run(&mut client_in).await {
+        conn.shared.metrics.connection_error(close.reason());
+        match &close {
+            Close::Io(_, e) if is_reset(e) => {
+                tracing::debug!(peer = %peer, reason = close.reason(), "connection closed")
+            }
+            _ => {
+                tracing::warn!(peer = %peer, reason = close.reason(), "closing connection: {close}")
+            }
+        }
+    }
+}
+
+fn is_reset(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+    )
+}
+
+struct Conn {
+    shared: Arc<Shared>,
+    client_host: String,
+    client_out: BufWriter<OwnedWriteHalf>,
+    backend: Option<BackendLink>,
+    expect: VecDeque<Expect>,
+    slots: Slots,
+    local: FuturesUnordered<Pin<Box<dyn Future<Output = (u64, Bytes)> + Send>>>,
+}
+
+impl Conn {
+    async fn run(
+        &mut self,
+        client_in: &mut FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    ) -> Result<(), Close> {
+        loop {
+            let reading = self.slots.len() < MAX_IN_FLIGHT;
+            tokio::select! {
+                response = next_backend_frame(&mut self.backend) => self.on_backend(response)?,
+                Some((seq, response)) = self.local.next(), if !self.local.is_empty() => {
+                    self.slots.fill(seq, response);
+                }
+                request = client_in.next(), if reading => match request {
+                    None => return Ok(()),
+                    Some(Err(e)) => return Err(read_error("client", e)),
+                    Some(Ok(frame)) => self.on_request(frame.freeze()).await?,
+                },
+            }
+            self.write_ready().await?;
+        }
+    }
+
+    /// Writes every response whose turn has come, then flushes once.
+    async fn write_ready(&mut self) -> Result<(), Close> {
+        let mut wrote = false;
+        while let Some(response) = self.slots.pop_ready() {
+            self.shared
+                .metrics
+                .bytes_client_out
+                .inc_by(response.len() as u64);
+            self.client_out
+                .write_all(&response)
+                .await
+                .map_err(|e| Close::Io("client", e))?;
+            wrote = true;
+        }
+        if wrote {
+            self.client_out
+                .flush()
+                .await
+                .map_err(|e| Close::Io("client", e))?;
+        }
+        Ok(())
+    }
+
+    async fn on_request(&mut self, frame: Bytes) -> Result<(), Close> {
+        let metrics = &self.shared.metrics;
+        metrics.bytes_client_in.inc_by(frame.len() as u64);
+        let body = frame.slice(4..);
+        let peek = peek(&body).map_err(Close::Frame)?;
+        let route = route(&peek, self.shared.config.group_mode).map_err(Close::Frame)?;
+        match route {
+            Route::Forward | Route::ForwardRewrite | Route::Passthrough => {
+                let path = if route == Route::Passthrough {
+                    Path::Passthrough
+                } else {
+                    Path::Backend
+                };
+                let handles = metrics.api(peek.api_key, path);
+                if let Some(h) = handles {
+                    h.requests.inc();
+                }
+                let no_response =
+                    peek.api_key == ApiKey::Produce && produce_acks_zero(&body, peek.api_version);
+                self.forward(
+                    &frame,
+                    &peek,
+                    route == Route::ForwardRewrite,
+                    no_response,
+                    handles.cloned(),
+                )
+                .await
+            }
+            Route::ApiVersions | Route::FindCoordinator => {
+                let handles = metrics.api(peek.api_key, Path::Local);
+                if let Some(h) = handles {
+                    h.requests.inc();
+                }
+                let response = if route == Route::ApiVersions {
+                    let passthrough = self.shared.config.group_mode == GroupMode::Passthrough;
+                    answer::api_versions(&peek, body, &self.shared.backend.ranges(), passthrough)
+                } else {
+                    answer::find_coordinator(&peek, body, &self.shared.identity)
+                }
+                .map_err(Close::Frame)?;
+                self.slots
+                    .push(Some(response), handles.map(|h| h.duration.clone()));
+                Ok(())
+            }
+            Route::Coordinator => {
+                let handles = metrics.api(peek.api_key, Path::Local);
+                if let Some(h) = handles {
+                    h.requests.inc();
+                }
+                // Parked JoinGroup/SyncGroup time is rebalance time, not proxy latency (METRICS.md).
+                let parks = matches!(peek.api_key, ApiKey::JoinGroup | ApiKey::SyncGroup);
+                let timer = handles.filter(|_| !parks).map(|h| h.duration.clone());
+                let reply = self
+                    .shared
+                    .groups
+                    .submit(&peek, body, &self.client_host)
+                    .map_err(Close::Frame)?;
+                let seq = self.slots.push(None, timer);
+                self.local.push(Box::pin(async move { (seq, reply.await) }));
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends a request frame to the backend unchanged, connecting (or reconnecting, when the backend
+    /// closed an idle connection) first if needed.
+    async fn forward(
+        &mut self,
+        frame: &Bytes,
+        peek: &Peek,
+        rewrite: bool,
+        no_response: bool,
+        handles: Option<ApiHandles>,
+    ) -> Result<(), Close> {
+        if self.backend.is_none() {
+            self.backend = Some(connect_backend(self.shared.clone()).await?);
+        }
+        let link = self.backend.as_mut().expect("connected above");
+        if let Err(e) = link.writer.write_all(frame).await {
+            if !self.expect.is_empty() {
+                return Err(Close::Io("backend", e));
+            }
+            // Nothing in flight: the backend dropped an idle connection. Reconnect once.
+            tracing::debug!(error = %e, "backend write failed on an idle connection; reconnecting");
+            let link = self
+                .backend
+                .insert(connect_backend(self.shared.clone()).await?);
+            link.writer
+                .write_all(frame)
+                .await
+                .map_err(|e| Close::Io("backend", e))?;
+        }
+        self.shared
+            .metrics
+            .bytes_backend_out
+            .inc_by(frame.len() as u64);
+        if no_response {
+            return Ok(());
+        }
+        let seq = self
+            .slots
+            .push(None, handles.as_ref().map(|h| h.duration.clone()));
+        self.expect.push_back(Expect {
+            seq,
+            api: peek.api_key,
+            version: peek.api_version,
+            correlation_id: peek.correlation_id,
+            rewrite,
+            sent: Instant::now(),
+            backend_timer: handles.map(|h| h.backend),
+        });
+        Ok(())
+    }
+
+    /// A frame (or the end) from the backend: the response to the oldest forwarded request.
+    fn on_backend(
+        &mut self,
+        response: Option<std::io::Result<bytes::BytesMut>>,
+    ) -> Result<(), Close> {
+        let frame = match response {
+            Some(Ok(frame)) => frame.freeze(),
+            Some(Err(e)) => return Err(read_error("backend", e)),
+            None if self.expect.is_empty() => {
+                // The gateway closes idle connections; reconnect on the next request.
+                self.backend = None;
+                return Ok(());
+            }
+            None => {
+                return Err(Close::Backend(format!(
+                    "backend closed with {} responses outstanding",
+                    self.expect.len()
+                )))
+            }
+        };
+        self.shared
+            .metrics
+            .bytes_backend_in
+            .inc_by(frame.len() as u64);
+        let expect = self
+            .expect
+            .pop_front()
+            .ok_or_else(|| Close::Backend("response with no request outstanding".into()))?;
+        if response_correlation_id(&frame[4..]) != Some(expect.correlation_id) {
+            return Err(Close::Backend(format!(
+                "backend answered {:?} v{} with a different correlation id",
+                expect.api, expect.version
+            )));
+        }
+        if let Some(timer) = &expect.backend_timer {
+            timer.observe(expect.sent.elapsed().as_secs_f64());
+        }
+        let response = if expect.rewrite {
+            rewrite::rewrite(
+                expect.api,
+                expect.version,
+                frame.slice(4..),
+                &self.shared.identity,
+            )
+            .map_err(|e| Close::Backend(format!("cannot rewrite {:?}: {e}", expect.api)))?
+        } else {
+            frame
+        };
+        self.slots.fill(expect.seq, response);
+        Ok(())
+    }
+}
+
+async fn connect_backend(shared: Arc<Shared>) -> Result<BackendLink, Close> {
+    let stream = shared
+        .backend
+        .connect()
+        .await
+        .map_err(|e| Close::Backend(format!("connect to {}: {e}", shared.backend.addr)))?;
+    let (read, write) = stream.into_split();
+    let codec = frame_codec(shared.config.max_frame_bytes);
+    Ok(BackendLink {
+        reader: FramedRead::with_capacity(read, codec, 64 * 1024),
+        writer: write,
+    })
+}
+
+/// The next frame from the backend, or pending forever when there is no backend connection.
+async fn next_backend_frame(
+    backend: &mut Option<BackendLink>,
+) -> Option<std::io::Result<bytes::BytesMut>> {
+    match backend {
+        Some(link) => link.reader.next().await,
+        None => std::future::pending().await,
+    }
+}
