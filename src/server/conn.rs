@@ -31,8 +31,9 @@ use crate::route::{route, Route};
 /// Most requests in flight on one connection before kelp stops reading from it.
 const MAX_IN_FLIGHT: usize = 128;
 
-/// A response kelp produces later (the coordinator's answer, already encoded as a frame).
-pub type LocalReply = Pin<Box<dyn Future<Output = Bytes> + Send>>;
+/// A response kelp produces later: the coordinator's answer, encoded as a frame, or `None` when the
+/// coordinator could not answer (the connection is then closed so the client reconnects).
+pub type LocalReply = Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>;
 
 /// A codec whose frames keep their 4-byte length prefix, so forwarding needs no re-encoding.
 pub fn frame_codec(max_frame_bytes: u32) -> LengthDelimitedCodec {
@@ -55,6 +56,8 @@ enum Close {
     Io(&'static str, std::io::Error),
     #[error("{0}")]
     Backend(String),
+    #[error("the group coordinator did not answer")]
+    Coordinator,
 }
 
 impl Close {
@@ -64,6 +67,7 @@ impl Close {
             Close::TooLarge(_) => "frame_too_large",
             Close::Io(..) => "io",
             Close::Backend(_) => "backend_closed",
+            Close::Coordinator => "coordinator",
         }
     }
 }
@@ -186,7 +190,7 @@ struct Conn {
     backend: Option<BackendLink>,
     expect: VecDeque<Expect>,
     slots: Slots,
-    local: FuturesUnordered<Pin<Box<dyn Future<Output = (u64, Bytes)> + Send>>>,
+    local: FuturesUnordered<Pin<Box<dyn Future<Output = (u64, Option<Bytes>)> + Send>>>,
 }
 
 impl Conn {
@@ -199,6 +203,7 @@ impl Conn {
             tokio::select! {
                 response = next_backend_frame(&mut self.backend) => self.on_backend(response)?,
                 Some((seq, response)) = self.local.next(), if !self.local.is_empty() => {
+                    let response = response.ok_or(Close::Coordinator)?;
                     self.slots.fill(seq, response);
                 }
                 request = client_in.next(), if reading => match request {
