@@ -1,1 +1,286 @@
 //! The classic consumer-group coordinator: a pure state machine (no tokio, no sockets, no clock reads).
+//! The shell feeds it `Call`s and the current time; it answers with `Output`s, now or later.
+//! The contract is GROUP_SEMANTICS.md; where that is silent, Kafka's ClassicGroup semantics.
+//!
+//! Layout: `group.rs` (group and member data), `state.rs` (states, reasons, causes), `rebalance.rs`
+//! (the transitions every API shares), one file per API (`join.rs`, `sync.rs`, `heartbeat.rs`,
+//! `leave.rs`, `offsets.rs`, `describe.rs`), `store.rs` (committed offsets), `retention.rs`
+//! (offset expiry), `timers.rs`, `ids.rs`.
+
+mod describe;
+mod group;
+mod heartbeat;
+mod ids;
+mod join;
+mod leave;
+mod offsets;
+mod rebalance;
+mod retention;
+mod state;
+mod store;
+mod sync;
+mod timers;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::messages::{
+    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
+    OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse,
+};
+
+pub use state::{EvictionCause, GroupState, RebalanceReason};
+pub use store::CommittedOffset;
+
+use group::Group;
+use ids::IdGen;
+use rebalance::Ctx;
+use store::OffsetStore;
+use timers::Timers;
+
+/// Milliseconds on the caller's monotonic clock.
+pub type Millis = u64;
+
+/// Coordinator settings (Kafka's `group.*` and `offsets.*` broker settings).
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub session_timeout_min_ms: i32,
+    pub session_timeout_max_ms: i32,
+    pub initial_rebalance_delay_ms: i32,
+    pub max_group_size: usize,
+    pub offset_metadata_max_bytes: usize,
+    pub new_member_join_timeout_ms: i32,
+    /// `offsets.retention.minutes` in ms (default 7 days).
+    pub offsets_retention_ms: u64,
+    /// How often expired offsets and empty groups are cleaned up (default 600000).
+    pub offsets_retention_check_interval_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            session_timeout_min_ms: 6000,
+            session_timeout_max_ms: 1_800_000,
+            initial_rebalance_delay_ms: 3000,
+            max_group_size: i32::MAX as usize,
+            offset_metadata_max_bytes: 4096,
+            new_member_join_timeout_ms: 300_000,
+            offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
+            offsets_retention_check_interval_ms: 600_000,
+        }
+    }
+}
+
+/// The shell's handle for one response slot.
+pub type Token = u64;
+
+/// One decoded group request and where its answer goes.
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub token: Token,
+    pub api_version: i16,
+    /// From the request header ("" if null).
+    pub client_id: String,
+    /// The peer address, e.g. "/127.0.0.1".
+    pub client_host: String,
+    pub request: Request,
+}
+
+#[derive(Clone, Debug)]
+pub enum Request {
+    JoinGroup(JoinGroupRequest),
+    SyncGroup(SyncGroupRequest),
+    Heartbeat(HeartbeatRequest),
+    LeaveGroup(LeaveGroupRequest),
+    OffsetCommit(OffsetCommitRequest),
+    OffsetFetch(OffsetFetchRequest),
+    OffsetDelete(OffsetDeleteRequest),
+    DescribeGroups(DescribeGroupsRequest),
+    ListGroups(ListGroupsRequest),
+    DeleteGroups(DeleteGroupsRequest),
+}
+
+/// A response body, shaped for the call's `api_version`; the shell encodes it at that version.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Response {
+    JoinGroup(JoinGroupResponse),
+    SyncGroup(SyncGroupResponse),
+    Heartbeat(HeartbeatResponse),
+    LeaveGroup(LeaveGroupResponse),
+    OffsetCommit(OffsetCommitResponse),
+    OffsetFetch(OffsetFetchResponse),
+    OffsetDelete(OffsetDeleteResponse),
+    DescribeGroups(DescribeGroupsResponse),
+    ListGroups(ListGroupsResponse),
+    DeleteGroups(DeleteGroupsResponse),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// The answer to the call that carried `token`. Exactly one per call, possibly much later.
+    Reply { token: Token, response: Response },
+    /// A metric event.
+    Event(Event),
+}
+
+/// Metric events (METRICS.md). State and generation changes are reported at every transition.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    GenerationChanged {
+        group: String,
+        generation: i32,
+    },
+    StateChanged {
+        group: String,
+        state: GroupState,
+    },
+    MembersChanged {
+        group: String,
+        members: usize,
+    },
+    RebalanceStarted {
+        group: String,
+        reason: RebalanceReason,
+    },
+    /// From the first PreparingRebalance since the group was last Stable or Empty, to Stable.
+    RebalanceCompleted {
+        group: String,
+        duration_ms: u64,
+    },
+    MemberEvicted {
+        group: String,
+        cause: EvictionCause,
+    },
+    /// One per OffsetCommit request; `ok` when every partition was accepted.
+    OffsetCommit {
+        group: String,
+        ok: bool,
+    },
+    GroupDeleted {
+        group: String,
+    },
+}
+
+/// The coordinator for every group the shell routes here.
+pub struct Coordinator {
+    config: Config,
+    groups: BTreeMap<String, Group>,
+    offsets: OffsetStore,
+    timers: Timers,
+    ids: IdGen,
+}
+
+/// The parts of a `Call` besides its request.
+pub(crate) struct CallMeta {
+    pub token: Token,
+    pub version: i16,
+    pub client_id: String,
+    pub client_host: String,
+}
+
+impl Coordinator {
+    /// Member ids are seeded per process, so a restarted kelp never re-issues an old id.
+    pub fn new(config: Config) -> Self {
+        Self::with_ids(config, IdGen::from_process_entropy())
+    }
+
+    /// Like `new`, with member ids fully determined by `seed` (for reproducible tests).
+    pub fn with_seed(config: Config, seed: u64) -> Self {
+        Self::with_ids(config, IdGen::with_seed(seed))
+    }
+
+    fn with_ids(config: Config, ids: IdGen) -> Self {
+        Coordinator {
+            config,
+            groups: BTreeMap::new(),
+            offsets: OffsetStore::default(),
+            timers: Timers::default(),
+            ids,
+        }
+    }
+
+    /// Handles one call: fires timers already due, then answers the call now or parks it.
+    /// Timers the call arms with a zero delay fire before this returns.
+    pub fn handle(&mut self, now: Millis, call: Call, out: &mut Vec<Output>) {
+        self.run_timers(now, out);
+        retention::ensure_armed(&mut self.timers, &self.config, now);
+        let Call {
+            token,
+            api_version,
+            client_id,
+            client_host,
+            request,
+        } = call;
+        let meta = CallMeta {
+            token,
+            version: api_version,
+            client_id,
+            client_host,
+        };
+        match request {
+            Request::JoinGroup(r) => join::handle(self, now, meta, r, out),
+            Request::SyncGroup(r) => sync::handle(self, now, meta, r, out),
+            Request::Heartbeat(r) => heartbeat::handle(self, now, meta, r, out),
+            Request::LeaveGroup(r) => leave::handle(self, now, meta, r, out),
+            Request::OffsetCommit(r) => offsets::commit(self, now, meta, r, out),
+            Request::OffsetFetch(r) => offsets::fetch(self, meta, r, out),
+            Request::OffsetDelete(r) => offsets::delete(self, meta, r, out),
+            Request::DescribeGroups(r) => describe::describe(self, meta, r, out),
+            Request::ListGroups(r) => describe::list(self, meta, r, out),
+            Request::DeleteGroups(r) => describe::delete(self, now, meta, r, out),
+        }
+        self.run_timers(now, out);
+    }
+
+    /// Fires every timer due at `now`, in deadline order.
+    pub fn tick(&mut self, now: Millis, out: &mut Vec<Output>) {
+        self.run_timers(now, out);
+        retention::ensure_armed(&mut self.timers, &self.config, now);
+    }
+
+    /// The earliest armed timer; call `tick` when the clock reaches it.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.timers.next_deadline()
+    }
+
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    fn run_timers(&mut self, now: Millis, out: &mut Vec<Output>) {
+        let mark = self.timers.mark();
+        while let Some((key, action)) = self.timers.pop_due(now, mark) {
+            if let timers::TimerAction::Cleanup = action {
+                retention::cleanup(self, now, out);
+            } else {
+                let (groups, _, mut cx) = self.parts(now, out);
+                rebalance::fire(groups, &mut cx, key, action);
+            }
+        }
+    }
+
+    /// Splits the coordinator into the group map, the offset store and a context for transitions.
+    pub(crate) fn parts<'a>(
+        &'a mut self,
+        now: Millis,
+        out: &'a mut Vec<Output>,
+    ) -> (
+        &'a mut BTreeMap<String, Group>,
+        &'a mut OffsetStore,
+        Ctx<'a>,
+    ) {
+        let cx = Ctx {
+            now,
+            config: &self.config,
+            timers: &mut self.timers,
+            ids: &mut self.ids,
+            out,
+        };
+        (&mut self.groups, &mut self.offsets, cx)
+    }
+}

@@ -1,0 +1,151 @@
+//! The admin APIs: DescribeGroups (15, v0–6), ListGroups (16, v0–5) and DeleteGroups (42, v0–2),
+//! GROUP_SEMANTICS.md §2.8–§2.10. An unknown group is "Dead" (error 0) before DescribeGroups v6 and
+//! GROUP_ID_NOT_FOUND from v6. Only Empty groups can be deleted.
+
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::{
+    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
+    ListGroupsRequest, ListGroupsResponse,
+};
+
+use super::group::{code, Group};
+use super::rebalance::{delete_group, sb};
+use super::state::GroupState;
+use super::{CallMeta, Coordinator, Millis, Output, Response};
+
+/// READ | DELETE | DESCRIBE: what a group allows when there is no authorizer.
+const GROUP_AUTHORIZED_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
+
+pub(crate) fn describe(
+    c: &mut Coordinator,
+    meta: CallMeta,
+    req: DescribeGroupsRequest,
+    out: &mut Vec<Output>,
+) {
+    let mut response = DescribeGroupsResponse::default();
+    for id in &req.groups {
+        let mut d = match c.groups.get(id.as_str()) {
+            Some(g) => described(g),
+            None => {
+                let mut d = DescribedGroup::default();
+                d.group_state = sb(GroupState::Dead.as_str());
+                if meta.version >= 6 {
+                    d.error_code = code::GROUP_ID_NOT_FOUND;
+                    d.error_message = Some(sb(&format!("Group {} not found.", id.as_str())));
+                }
+                d
+            }
+        };
+        d.group_id = id.clone();
+        if meta.version >= 3 && req.include_authorized_operations {
+            d.authorized_operations = GROUP_AUTHORIZED_OPERATIONS;
+        }
+        response.groups.push(d);
+    }
+    out.push(Output::Reply {
+        token: meta.token,
+        response: Response::DescribeGroups(response),
+    });
+}
+
+/// Stable shows the protocol and each member's metadata; other states show neither, but still
+/// the stored assignments (as Kafka does).
+fn described(g: &Group) -> DescribedGroup {
+    let mut d = DescribedGroup::default();
+    d.group_state = sb(g.state.as_str());
+    d.protocol_type = sb(g.protocol_type.as_deref().unwrap_or(""));
+    let protocol =
+        (g.state == GroupState::Stable).then(|| g.protocol_name.clone().unwrap_or_default());
+    d.protocol_data = sb(protocol.as_deref().unwrap_or(""));
+    d.members = g
+        .members
+        .values()
+        .map(|m| {
+            let mut dm = DescribedGroupMember::default();
+            dm.member_id = sb(&m.id);
+            dm.group_instance_id = m.instance_id.as_deref().map(sb);
+            dm.client_id = sb(&m.client_id);
+            dm.client_host = sb(&m.client_host);
+            dm.member_metadata = protocol
+                .as_deref()
+                .map(|p| m.metadata(p))
+                .unwrap_or_default();
+            dm.member_assignment = m.assignment.clone();
+            dm
+        })
+        .collect();
+    d
+}
+
+/// StatesFilter (v4+) and TypesFilter (v5+) are case-insensitive; empty means all.
+pub(crate) fn list(
+    c: &mut Coordinator,
+    meta: CallMeta,
+    req: ListGroupsRequest,
+    out: &mut Vec<Output>,
+) {
+    let states: Vec<&str> = if meta.version >= 4 {
+        req.states_filter.iter().map(|s| s.as_str()).collect()
+    } else {
+        Vec::new()
+    };
+    let types: Vec<&str> = if meta.version >= 5 {
+        req.types_filter.iter().map(|s| s.as_str()).collect()
+    } else {
+        Vec::new()
+    };
+    let mut response = ListGroupsResponse::default();
+    let wanted = |filter: &[&str], value: &str| {
+        filter.is_empty() || filter.iter().any(|f| f.eq_ignore_ascii_case(value))
+    };
+    for g in c.groups.values() {
+        if !wanted(&states, g.state.as_str()) || !wanted(&types, "classic") {
+            continue;
+        }
+        let mut l = ListedGroup::default();
+        l.group_id = sb(&g.id).into();
+        l.protocol_type = sb(g.protocol_type.as_deref().unwrap_or(""));
+        l.group_state = sb(g.state.as_str());
+        l.group_type = sb("classic");
+        response.groups.push(l);
+    }
+    out.push(Output::Reply {
+        token: meta.token,
+        response: Response::ListGroups(response),
+    });
+}
+
+/// Missing → 69; active (not Empty) → 68; Empty → the group and all its offsets are deleted, 0.
+pub(crate) fn delete(
+    c: &mut Coordinator,
+    now: Millis,
+    meta: CallMeta,
+    req: DeleteGroupsRequest,
+    out: &mut Vec<Output>,
+) {
+    let token = meta.token;
+    let mut response = DeleteGroupsResponse::default();
+    {
+        let (groups, store, mut cx) = c.parts(now, out);
+        for id in &req.groups_names {
+            let error = match groups.get(id.as_str()).map(|g| g.state) {
+                None => code::GROUP_ID_NOT_FOUND,
+                Some(GroupState::Empty) => {
+                    delete_group(groups, store, &mut cx, id);
+                    code::NONE
+                }
+                Some(_) => code::NON_EMPTY_GROUP,
+            };
+            let mut r = DeletableGroupResult::default();
+            r.group_id = id.clone();
+            r.error_code = error;
+            response.results.push(r);
+        }
+    }
+    out.push(Output::Reply {
+        token,
+        response: Response::DeleteGroups(response),
+    });
+}

@@ -1,0 +1,71 @@
+//! Member id generation: `<clientId or groupInstanceId>-<uuid-like>`, unique without a random crate.
+//! A counter goes through a bijective mix with a per-process seed, so ids never repeat within a
+//! process and differ between processes (a restarted kelp does not re-issue an old member's id).
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+
+pub(crate) struct IdGen {
+    seed: u64,
+    counter: u64,
+}
+
+impl IdGen {
+    /// A generator whose ids depend only on `seed` (tests).
+    pub(crate) fn with_seed(seed: u64) -> Self {
+        IdGen { seed, counter: 0 }
+    }
+
+    /// A generator seeded from the OS-randomised keys of std's `RandomState` (no clock, no crate).
+    pub(crate) fn from_process_entropy() -> Self {
+        let mut hasher = RandomState::new().build_hasher();
+        hasher.write_u64(0x6b65_6c70);
+        Self::with_seed(hasher.finish())
+    }
+
+    pub(crate) fn next(&mut self, prefix: &str) -> String {
+        self.counter = self.counter.wrapping_add(1);
+        // Each step is a bijection of the counter, so `hi` alone is unique per counter value.
+        let hi = mix(self
+            .seed
+            .wrapping_add(self.counter.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
+        let lo = mix(hi ^ self.seed.rotate_left(32) ^ 0x5851_f42d_4c95_7f2d);
+        format!(
+            "{prefix}-{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            hi >> 32,
+            (hi >> 16) & 0xffff,
+            hi & 0xffff,
+            lo >> 48,
+            lo & 0xffff_ffff_ffff
+        )
+    }
+}
+
+/// splitmix64's finaliser: a bijection on u64.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn ids_are_unique_prefixed_and_uuid_shaped() {
+        let mut ids = IdGen::with_seed(7);
+        let all: HashSet<String> = (0..10_000).map(|_| ids.next("sarama")).collect();
+        assert_eq!(all.len(), 10_000);
+        let one = ids.next("c");
+        let uuid = one.strip_prefix("c-").unwrap();
+        let parts: Vec<usize> = uuid.split('-').map(str::len).collect();
+        assert_eq!(parts, vec![8, 4, 4, 4, 12]);
+    }
+
+    #[test]
+    fn different_seeds_give_different_ids() {
+        assert_ne!(IdGen::with_seed(1).next("c"), IdGen::with_seed(2).next("c"));
+    }
+}

@@ -1,0 +1,61 @@
+//! Offset retention (GROUP_SEMANTICS.md §3.8 "Retention") and removal of empty groups, run by a
+//! periodic timer every `offsets_retention_check_interval_ms`. Kafka's `offsetExpirationCondition`:
+//! an Empty group's offsets expire `retention` after it became Empty; a simple group's (no protocol
+//! type) after their commit; a Stable "consumer" group's only for topics nobody subscribes to.
+//! RetentionTimeMs (OffsetCommit v2–4) overrides. An Empty group left without offsets is removed.
+
+use super::group::Group;
+use super::rebalance::delete_group;
+use super::state::GroupState;
+use super::store::CommittedOffset;
+use super::timers::{TimerAction, TimerKey, Timers};
+use super::{Config, Coordinator, Millis, Output};
+
+/// Arms the cleanup timer if it is not armed (the coordinator learns the time at its first call).
+pub(crate) fn ensure_armed(timers: &mut Timers, config: &Config, now: Millis) {
+    if !timers.is_armed(&TimerKey::Cleanup) {
+        let at = now.saturating_add(config.offsets_retention_check_interval_ms.max(1));
+        timers.arm(TimerKey::Cleanup, at, TimerAction::Cleanup);
+    }
+}
+
+pub(crate) fn cleanup(c: &mut Coordinator, now: Millis, out: &mut Vec<Output>) {
+    let retention = c.config.offsets_retention_ms;
+    let (groups, store, mut cx) = c.parts(now, out);
+    let ids: Vec<String> = groups.keys().cloned().collect();
+    for id in ids {
+        let Some(g) = groups.get(&id) else { continue };
+        if let Some(base) = expiry_base(g) {
+            store.expire(&id, |topic, offset| {
+                let deadline = offset
+                    .expire_timestamp
+                    .unwrap_or_else(|| base(offset).saturating_add(retention));
+                now >= deadline && !(g.state == GroupState::Stable && g.is_subscribed_to(topic))
+            });
+        }
+        let removable =
+            g.state == GroupState::Empty && g.pending_join.is_empty() && !store.has_offsets(&id);
+        if removable {
+            delete_group(groups, store, &mut cx, &id);
+        }
+    }
+    ensure_armed(cx.timers, cx.config, now);
+}
+
+type Base = fn(&CommittedOffset) -> Millis;
+
+/// When an offset's retention starts counting, or None if the group's offsets never expire now.
+fn expiry_base(g: &Group) -> Option<Box<dyn Fn(&CommittedOffset) -> Millis>> {
+    let commit_time: Base = |o| o.commit_timestamp;
+    match (g.protocol_type.as_deref(), g.state) {
+        (None, _) => Some(Box::new(commit_time)),
+        (Some(_), GroupState::Empty) => {
+            let since = g.state_since;
+            Some(Box::new(move |_| since))
+        }
+        (Some("consumer"), GroupState::Stable) if g.subscribed_topics.is_some() => {
+            Some(Box::new(commit_time))
+        }
+        _ => None,
+    }
+}
