@@ -91,6 +91,19 @@ pub struct Config {
     /// Longest offset-commit metadata string accepted (offset.metadata.max.bytes).
     #[arg(long, env = "KELP_OFFSET_METADATA_MAX_BYTES", default_value_t = 4096)]
     pub offset_metadata_max_bytes: usize,
+
+    /// How long committed offsets of an Empty group are kept, in minutes (offsets.retention.minutes).
+    #[arg(long, env = "KELP_OFFSETS_RETENTION_MINUTES", default_value_t = 10080,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub offsets_retention_minutes: u64,
+
+    /// Most groups with their own metric series; the rest are summed under group="__other__".
+    #[arg(long, env = "KELP_MAX_TRACKED_GROUPS", default_value_t = 1000)]
+    pub max_tracked_groups: usize,
+
+    /// Seconds an Empty group keeps its metric series before they are removed.
+    #[arg(long, env = "KELP_GROUP_METRICS_IDLE_SECS", default_value_t = 3600)]
+    pub group_metrics_idle_secs: u64,
 }
 
 impl Config {
@@ -123,6 +136,19 @@ impl Config {
     /// The port clients are told to connect to.
     pub fn advertised_port(&self) -> u16 {
         self.advertised_port.unwrap_or(self.listen.port())
+    }
+
+    /// The coordinator settings for the group state machine.
+    pub fn group_config(&self) -> crate::group::Config {
+        crate::group::Config {
+            session_timeout_min_ms: self.group_min_session_timeout_ms,
+            session_timeout_max_ms: self.group_max_session_timeout_ms,
+            initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,
+            max_group_size: self.group_max_size as usize,
+            offset_metadata_max_bytes: self.offset_metadata_max_bytes,
+            offsets_retention_ms: self.offsets_retention_minutes.saturating_mul(60_000),
+            ..crate::group::Config::default()
+        }
     }
 }
 

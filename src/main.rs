@@ -79,7 +79,10 @@ async fn run(config: Config) {
         port: i32::from(config.advertised_port()),
     };
     let backend = Backend::new(config.backend.clone());
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::with_group_limits(
+        config.max_tracked_groups,
+        Duration::from_secs(config.group_metrics_idle_secs),
+    ));
     let client_listener = bind(config.listen, "--listen").await;
     let metrics_listener = bind(config.metrics_listen, "--metrics-listen").await;
     if let Err(e) = backend.refresh().await {
@@ -87,7 +90,7 @@ async fn run(config: Config) {
     }
     tokio::spawn(backend.clone().watch(Duration::from_secs(10)));
     let shared = Arc::new(Shared {
-        groups: GroupService::default(),
+        groups: GroupService::spawn(config.group_config(), metrics.clone()),
         identity,
         backend,
         metrics,

@@ -1,7 +1,11 @@
 //! Every Prometheus metric kelp exports (METRICS.md), registered in one registry. Hot-path handles
 //! (per API and path) are resolved once at startup so a request costs a few atomic adds.
+//! The per-group series live in `group.rs`.
+
+pub mod group;
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use kafka_protocol::messages::ApiKey;
 use prometheus::{
@@ -54,6 +58,7 @@ pub struct Metrics {
     pub backend_up: IntGauge,
     pub backend_duration: HistogramVec,
     pub config_reloads: IntCounterVec,
+    pub groups: group::GroupMetrics,
 }
 
 fn api_name(api: ApiKey) -> String {
@@ -61,8 +66,16 @@ fn api_name(api: ApiKey) -> String {
 }
 
 impl Metrics {
+    /// Metrics with the default per-group limits (1000 tracked groups, idle series kept an hour).
     pub fn new() -> Self {
+        Self::with_group_limits(1000, Duration::from_secs(3600))
+    }
+
+    /// Metrics tracking at most `max_tracked_groups` groups by name, removing the series of a group
+    /// Empty for longer than `idle_removal`.
+    pub fn with_group_limits(max_tracked_groups: usize, idle_removal: Duration) -> Self {
         let registry = Registry::new();
+        let groups = group::GroupMetrics::new(&registry, max_tracked_groups, idle_removal);
         let requests = IntCounterVec::new(
             Opts::new(
                 "kelp_requests_total",
@@ -159,6 +172,7 @@ impl Metrics {
             )
             .expect("static metric"),
             registry,
+            groups,
         };
         let build_info = IntGaugeVec::new(
             Opts::new("kelp_build_info", "Build information; always 1"),
@@ -199,8 +213,14 @@ impl Metrics {
         self.connection_errors.with_label_values(&[reason]).inc();
     }
 
-    /// The text exposition of every metric.
+    /// Applies a local coordinator event to the per-group series.
+    pub fn group_event(&self, event: &crate::group::Event) {
+        self.groups.apply(event, "local");
+    }
+
+    /// The text exposition of every metric (idle groups' series are dropped first).
     pub fn render(&self) -> Vec<u8> {
+        self.groups.sweep();
         let mut out = Vec::with_capacity(16 * 1024);
         let families = self.registry.gather();
         if let Err(e) = TextEncoder::new().encode(&families, &mut out) {

@@ -90,8 +90,14 @@ struct Slot {
     timer: Option<Histogram>,
 }
 
-/// A forwarded request waiting for the backend's response.
+/// Most acks=0 Produce requests remembered while waiting to see whether the backend answers them.
+const MAX_SILENT: usize = 1024;
+
+/// A forwarded request waiting for the backend's response. A `silent` one is a Produce with acks=0:
+/// the client expects no response, but the SeaweedFS gateway (4.48) sends one anyway, so kelp
+/// drops it if it comes and skips the entry if the next response belongs to a later request.
 struct Expect {
+    silent: bool,
     seq: u64,
     api: ApiKey,
     version: i16,
@@ -158,6 +164,7 @@ pub async fn serve(shared: Arc<Shared>, socket: TcpStream, peer: SocketAddr) {
         client_out: BufWriter::with_capacity(64 * 1024, write),
         backend: None,
         expect: VecDeque::new(),
+        outstanding: 0,
         slots: Slots::default(),
         local: FuturesUnordered::new(),
     };
@@ -189,6 +196,8 @@ struct Conn {
     client_out: BufWriter<OwnedWriteHalf>,
     backend: Option<BackendLink>,
     expect: VecDeque<Expect>,
+    /// Entries of `expect` that are not silent: responses the client is waiting for.
+    outstanding: usize,
     slots: Slots,
     local: FuturesUnordered<Pin<Box<dyn Future<Output = (u64, Option<Bytes>)> + Send>>>,
 }
@@ -318,9 +327,10 @@ impl Conn {
         }
         let link = self.backend.as_mut().expect("connected above");
         if let Err(e) = link.writer.write_all(frame).await {
-            if !self.expect.is_empty() {
+            if self.outstanding > 0 {
                 return Err(Close::Io("backend", e));
             }
+            self.expect.clear();
             // Nothing in flight: the backend dropped an idle connection. Reconnect once.
             tracing::debug!(error = %e, "backend write failed on an idle connection; reconnecting");
             let link = self
@@ -335,13 +345,18 @@ impl Conn {
             .metrics
             .bytes_backend_out
             .inc_by(frame.len() as u64);
-        if no_response {
-            return Ok(());
-        }
-        let seq = self
-            .slots
-            .push(None, handles.as_ref().map(|h| h.duration.clone()));
+        let seq = if no_response {
+            if self.expect.len() >= MAX_SILENT && self.expect.front().is_some_and(|e| e.silent) {
+                self.expect.pop_front();
+            }
+            0
+        } else {
+            self.outstanding += 1;
+            self.slots
+                .push(None, handles.as_ref().map(|h| h.duration.clone()))
+        };
         self.expect.push_back(Expect {
+            silent: no_response,
             seq,
             api: peek.api_key,
             version: peek.api_version,
@@ -361,15 +376,16 @@ impl Conn {
         let frame = match response {
             Some(Ok(frame)) => frame.freeze(),
             Some(Err(e)) => return Err(read_error("backend", e)),
-            None if self.expect.is_empty() => {
+            None if self.outstanding == 0 => {
                 // The gateway closes idle connections; reconnect on the next request.
                 self.backend = None;
+                self.expect.clear();
                 return Ok(());
             }
             None => {
                 return Err(Close::Backend(format!(
                     "backend closed with {} responses outstanding",
-                    self.expect.len()
+                    self.outstanding
                 )))
             }
         };
@@ -377,16 +393,27 @@ impl Conn {
             .metrics
             .bytes_backend_in
             .inc_by(frame.len() as u64);
-        let expect = self
-            .expect
-            .pop_front()
-            .ok_or_else(|| Close::Backend("response with no request outstanding".into()))?;
-        if response_correlation_id(&frame[4..]) != Some(expect.correlation_id) {
-            return Err(Close::Backend(format!(
-                "backend answered {:?} v{} with a different correlation id",
-                expect.api, expect.version
-            )));
+        let correlation_id = response_correlation_id(&frame[4..]);
+        let expect = loop {
+            let expect = self
+                .expect
+                .pop_front()
+                .ok_or_else(|| Close::Backend("response with no request outstanding".into()))?;
+            if Some(expect.correlation_id) == correlation_id {
+                break expect;
+            }
+            if !expect.silent {
+                return Err(Close::Backend(format!(
+                    "backend answered {:?} v{} with a different correlation id",
+                    expect.api, expect.version
+                )));
+            }
+            // An acks=0 Produce the backend did not answer: the response is for a later request.
+        };
+        if expect.silent {
+            return Ok(()); // The client expects no response to an acks=0 Produce.
         }
+        self.outstanding -= 1;
         if let Some(timer) = &expect.backend_timer {
             timer.observe(expect.sent.elapsed().as_secs_f64());
         }

@@ -1,0 +1,333 @@
+//! Per-group series (METRICS.md "Per group"): generation, members, state, rebalances by reason,
+//! rebalance duration, evictions by cause, offset commits by result and mode. Fed by the
+//! coordinator's events. Cardinality is bounded: at most `max_tracked` groups get their own series,
+//! the rest fold into `group="__other__"` (counters and histograms only), and a group's series are
+//! removed when it is deleted or has been Empty longer than `idle_removal`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+use crate::group::{Event, GroupState};
+
+/// The label for groups beyond the tracking cap.
+pub const OTHER: &str = "__other__";
+
+const STATES: [GroupState; 5] = [
+    GroupState::Empty,
+    GroupState::PreparingRebalance,
+    GroupState::CompletingRebalance,
+    GroupState::Stable,
+    GroupState::Dead,
+];
+
+const MODES: [&str; 2] = ["local", "passthrough"];
+const REASONS: [&str; 10] = [
+    "new_member",
+    "metadata_change",
+    "leader_rejoin",
+    "leave",
+    "session_expiry",
+    "join_timeout",
+    "sync_timeout",
+    "static_protocol_change",
+    "max_size",
+    "load",
+];
+const CAUSES: [&str; 4] = ["session_expiry", "sync_timeout", "join_timeout", "max_size"];
+const RESULTS: [&str; 2] = ["ok", "error"];
+
+struct Tracked {
+    mode: &'static str,
+    empty_since: Option<Instant>,
+}
+
+/// Every per-group metric family plus the set of tracked groups.
+pub struct GroupMetrics {
+    generation: IntGaugeVec,
+    members: IntGaugeVec,
+    state: IntGaugeVec,
+    rebalances: IntCounterVec,
+    rebalance_duration: HistogramVec,
+    evictions: IntCounterVec,
+    commits: IntCounterVec,
+    mode: IntGaugeVec,
+    tracked: Mutex<HashMap<String, Tracked>>,
+    max_tracked: usize,
+    idle_removal: Duration,
+}
+
+impl GroupMetrics {
+    pub fn new(registry: &Registry, max_tracked: usize, idle_removal: Duration) -> Self {
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let rebalance_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "kelp_group_rebalance_duration_seconds",
+                "Time from entering PreparingRebalance to Stable",
+            )
+            .buckets(vec![
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+            ]),
+            &["group", "mode"],
+        )
+        .expect("static metric");
+        registry
+            .register(Box::new(rebalance_duration.clone()))
+            .expect("unique metric");
+        GroupMetrics {
+            generation: gauge(
+                "kelp_group_generation",
+                "Current generation id",
+                &["group", "mode"],
+            ),
+            members: gauge("kelp_group_members", "Current members", &["group", "mode"]),
+            state: gauge(
+                "kelp_group_state",
+                "1 for the group's current state, 0 for the others",
+                &["group", "mode", "state"],
+            ),
+            rebalances: counter(
+                "kelp_group_rebalances_total",
+                "Rebalances started, by reason",
+                &["group", "mode", "reason"],
+            ),
+            rebalance_duration,
+            evictions: counter(
+                "kelp_group_member_evictions_total",
+                "Members removed without leaving, by cause",
+                &["group", "mode", "cause"],
+            ),
+            commits: counter(
+                "kelp_group_offset_commits_total",
+                "Offset commits, by result (ok or the error name)",
+                &["group", "mode", "result"],
+            ),
+            mode: gauge(
+                "kelp_group_mode",
+                "1 for the group's current mode",
+                &["group", "mode"],
+            ),
+            tracked: Mutex::new(HashMap::new()),
+            max_tracked,
+            idle_removal,
+        }
+    }
+
+    /// The label a group's series use: itself when tracked (or trackable), else `__other__`.
+    fn label<'a>(
+        &self,
+        tracked: &mut HashMap<String, Tracked>,
+        group: &'a str,
+        mode: &'static str,
+    ) -> &'a str {
+        if tracked.contains_key(group) {
+            return group;
+        }
+        if tracked.len() >= self.max_tracked {
+            return OTHER;
+        }
+        tracked.insert(
+            group.to_string(),
+            Tracked {
+                mode,
+                empty_since: None,
+            },
+        );
+        for m in MODES {
+            self.mode
+                .with_label_values(&[group, m])
+                .set(i64::from(m == mode));
+        }
+        group
+    }
+
+    /// Applies one coordinator event for a group served in `mode` ("local" or "passthrough").
+    pub fn apply(&self, event: &Event, mode: &'static str) {
+        let Ok(mut tracked) = self.tracked.lock() else {
+            return;
+        };
+        match event {
+            Event::GenerationChanged { group, generation } => {
+                let g = self.label(&mut tracked, group, mode);
+                if g != OTHER {
+                    self.generation
+                        .with_label_values(&[g, mode])
+                        .set(i64::from(*generation));
+                }
+            }
+            Event::MembersChanged { group, members } => {
+                let g = self.label(&mut tracked, group, mode);
+                if g != OTHER {
+                    self.members
+                        .with_label_values(&[g, mode])
+                        .set(*members as i64);
+                }
+            }
+            Event::StateChanged { group, state } => {
+                let g = self.label(&mut tracked, group, mode);
+                if g != OTHER {
+                    for s in STATES {
+                        self.state
+                            .with_label_values(&[g, mode, s.as_str()])
+                            .set(i64::from(s == *state));
+                    }
+                    if let Some(t) = tracked.get_mut(g) {
+                        t.empty_since = (*state == GroupState::Empty).then(Instant::now);
+                    }
+                }
+            }
+            Event::RebalanceStarted { group, reason } => {
+                let g = self.label(&mut tracked, group, mode);
+                self.rebalances
+                    .with_label_values(&[g, mode, reason.as_str()])
+                    .inc();
+            }
+            Event::RebalanceCompleted { group, duration_ms } => {
+                let g = self.label(&mut tracked, group, mode);
+                self.rebalance_duration
+                    .with_label_values(&[g, mode])
+                    .observe(*duration_ms as f64 / 1000.0);
+            }
+            Event::MemberEvicted { group, cause } => {
+                let g = self.label(&mut tracked, group, mode);
+                self.evictions
+                    .with_label_values(&[g, mode, cause.as_str()])
+                    .inc();
+            }
+            Event::OffsetCommit { group, ok } => {
+                let g = self.label(&mut tracked, group, mode);
+                let result = if *ok { "ok" } else { "error" };
+                self.commits.with_label_values(&[g, mode, result]).inc();
+            }
+            Event::GroupDeleted { group } => {
+                if let Some(t) = tracked.remove(group.as_str()) {
+                    self.remove_series(group, t.mode);
+                }
+            }
+        }
+    }
+
+    /// Removes the series of groups that have been Empty longer than the idle time.
+    pub fn sweep(&self) {
+        let Ok(mut tracked) = self.tracked.lock() else {
+            return;
+        };
+        let idle: Vec<(String, &'static str)> = tracked
+            .iter()
+            .filter(|(_, t)| {
+                t.empty_since
+                    .is_some_and(|at| at.elapsed() >= self.idle_removal)
+            })
+            .map(|(g, t)| (g.clone(), t.mode))
+            .collect();
+        for (group, mode) in idle {
+            tracked.remove(&group);
+            self.remove_series(&group, mode);
+        }
+    }
+
+    fn remove_series(&self, group: &str, mode: &str) {
+        for family in [&self.generation, &self.members] {
+            let _ = family.remove_label_values(&[group, mode]);
+        }
+        for m in MODES {
+            let _ = self.mode.remove_label_values(&[group, m]);
+        }
+        for s in STATES {
+            let _ = self.state.remove_label_values(&[group, mode, s.as_str()]);
+        }
+        for (family, values) in [
+            (&self.rebalances, &REASONS[..]),
+            (&self.evictions, &CAUSES[..]),
+            (&self.commits, &RESULTS[..]),
+        ] {
+            for v in values {
+                let _ = family.remove_label_values(&[group, mode, v]);
+            }
+        }
+        let _ = self.rebalance_duration.remove_label_values(&[group, mode]);
+    }
+
+    /// Groups with their own series.
+    pub fn tracked(&self) -> usize {
+        self.tracked.lock().map(|t| t.len()).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group::RebalanceReason;
+
+    fn text(registry: &Registry) -> String {
+        let mut out = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&registry.gather(), &mut out)
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn groups_beyond_the_cap_fold_into_other() {
+        let registry = Registry::new();
+        let m = GroupMetrics::new(&registry, 2, Duration::from_secs(3600));
+        for g in ["a", "b", "c", "d"] {
+            m.apply(
+                &Event::RebalanceStarted {
+                    group: g.into(),
+                    reason: RebalanceReason::NewMember,
+                },
+                "local",
+            );
+        }
+        let out = text(&registry);
+        assert!(out.contains(
+            r#"kelp_group_rebalances_total{group="a",mode="local",reason="new_member"} 1"#
+        ));
+        assert!(out.contains(
+            r#"kelp_group_rebalances_total{group="__other__",mode="local",reason="new_member"} 2"#
+        ));
+        assert!(!out.contains(r#"group="c""#));
+        assert_eq!(m.tracked(), 2);
+    }
+
+    #[test]
+    fn deleted_and_idle_groups_lose_their_series() {
+        let registry = Registry::new();
+        let m = GroupMetrics::new(&registry, 10, Duration::ZERO);
+        let ev = |group: &str, state| Event::StateChanged {
+            group: group.into(),
+            state,
+        };
+        m.apply(&ev("gone", GroupState::Stable), "local");
+        m.apply(&ev("idle", GroupState::Empty), "local");
+        m.apply(&ev("busy", GroupState::Stable), "local");
+        m.apply(
+            &Event::GroupDeleted {
+                group: "gone".into(),
+            },
+            "local",
+        );
+        m.sweep();
+        let out = text(&registry);
+        assert!(!out.contains(r#"group="gone""#));
+        assert!(!out.contains(r#"group="idle""#));
+        assert!(out.contains(r#"kelp_group_state{group="busy",mode="local",state="Stable"} 1"#));
+        assert!(out.contains(r#"kelp_group_mode{group="busy",mode="local"} 1"#));
+    }
+}
