@@ -96,14 +96,22 @@ pub fn scratch_dir() -> &'static Path {
         let stem = exe
             .as_ref()
             .and_then(|p| p.file_stem())
-            .map(|s| s.to_string_lossy().split('-').next().unwrap_or("test").to_string())
+            .map(|s| {
+                s.to_string_lossy()
+                    .split('-')
+                    .next()
+                    .unwrap_or("test")
+                    .to_string()
+            })
             .unwrap_or_else(|| "test".into());
         let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
         // Remove what earlier runs of this binary left (their stacks are stopped: no stack.json).
         if let Ok(rd) = fs::read_dir(&base) {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if name.starts_with(&format!("{stem}-")) && !e.path().join("stack").join("stack.json").exists() {
+                if name.starts_with(&format!("{stem}-"))
+                    && !e.path().join("stack").join("stack.json").exists()
+                {
                     let _ = fs::remove_dir_all(e.path());
                 }
             }
@@ -129,7 +137,10 @@ pub fn free_port() -> u16 {
     let handed = HANDED.get_or_init(|| Mutex::new(HashSet::new()));
     let mut x = SEED.fetch_add(0x9E37_79B9, Ordering::Relaxed) as u64
         ^ (std::process::id() as u64) << 32
-        ^ SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos() as u64;
+        ^ SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as u64;
     for _ in 0..2000 {
         x ^= x << 13;
         x ^= x >> 7;
@@ -185,10 +196,14 @@ fn start_stack() -> Result<Stack, String> {
         .map_err(|e| format!("running scripts/stack: {e}"))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
-        return Err(format!("scripts/stack start failed ({}):\n{stderr}", out.status));
+        return Err(format!(
+            "scripts/stack start failed ({}):\n{stderr}",
+            out.status
+        ));
     }
     let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let field = |k: &str| json_str(&line, k).ok_or_else(|| format!("no {k:?} in stack JSON: {line}"));
+    let field =
+        |k: &str| json_str(&line, k).ok_or_else(|| format!("no {k:?} in stack JSON: {line}"));
     let s = Stack {
         kafka: field("kafka")?,
         filer: field("filer")?,
@@ -196,7 +211,13 @@ fn start_stack() -> Result<Stack, String> {
         dir: PathBuf::from(field("dir")?),
         pids: json_u32_array(&line, "pids").unwrap_or_default(),
     };
-    eprintln!("support: stack up in {:.1} s: kafka {} filer {} dir {}", t0.elapsed().as_secs_f64(), s.kafka, s.filer, s.dir.display());
+    eprintln!(
+        "support: stack up in {:.1} s: kafka {} filer {} dir {}",
+        t0.elapsed().as_secs_f64(),
+        s.kafka,
+        s.filer,
+        s.dir.display()
+    );
     Ok(s)
 }
 
@@ -223,15 +244,22 @@ fn json_str(json: &str, key: &str) -> Option<String> {
 
 fn json_u32_array(json: &str, key: &str) -> Option<Vec<u32>> {
     let pat = format!("\"{key}\":");
-    let rest = json[json.find(&pat)? + pat.len()..].trim_start().strip_prefix('[')?;
+    let rest = json[json.find(&pat)? + pat.len()..]
+        .trim_start()
+        .strip_prefix('[')?;
     let body = &rest[..rest.find(']')?];
-    body.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().ok()).collect()
+    body.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().ok())
+        .collect()
 }
 
 /// Registers a child process with the stack's watchdog, so it is stopped with the stack even
 /// if this test binary dies without running destructors.
 fn register_child(pid: u32) {
-    let Some(start) = proc_starttime(pid) else { return };
+    let Some(start) = proc_starttime(pid) else {
+        return;
+    };
     let path = stack().dir.join("children");
     if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(path) {
         let _ = writeln!(f, "{pid} {start}");
@@ -240,11 +268,18 @@ fn register_child(pid: u32) {
 
 fn proc_starttime(pid: u32) -> Option<String> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.split_whitespace().nth(19).map(str::to_string)
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)
+        .map(str::to_string)
 }
 
 fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill").args([sig, &pid.to_string()]).stderr(Stdio::null()).status();
+    let _ = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// Waits for a child to exit, at most `timeout`.
@@ -309,13 +344,23 @@ impl Kelp {
         args.extend(extra.iter().map(|s| s.to_string()));
         let n = KELP_SEQ.fetch_add(1, Ordering::Relaxed);
         let log = scratch_dir().join(format!("kelp-{n}.log"));
-        let mut k = Kelp { child: None, addr, metrics_addr, args, log };
+        let mut k = Kelp {
+            child: None,
+            addr,
+            metrics_addr,
+            args,
+            log,
+        };
         k.spawn();
         k
     }
 
     fn spawn(&mut self) {
-        let log = OpenOptions::new().create(true).append(true).open(&self.log).expect("open kelp log");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open kelp log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kelp"));
         cmd.args(&self.args)
             .stdin(Stdio::null())
@@ -324,7 +369,9 @@ impl Kelp {
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", env!("CARGO_BIN_EXE_kelp")));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", env!("CARGO_BIN_EXE_kelp")));
         register_child(child.id());
         self.child = Some(child);
         let sock: SocketAddr = self.addr.parse().unwrap();
@@ -335,10 +382,20 @@ impl Kelp {
             }
             if let Ok(Some(st)) = self.child.as_mut().unwrap().try_wait() {
                 self.child = None;
-                panic!("kelp exited during start ({st}); args {:?}\nlog {}:\n{}", self.args, self.log.display(), tail(&self.log, 40));
+                panic!(
+                    "kelp exited during start ({st}); args {:?}\nlog {}:\n{}",
+                    self.args,
+                    self.log.display(),
+                    tail(&self.log, 40)
+                );
             }
             if start.elapsed() > Duration::from_secs(30) {
-                panic!("kelp did not accept on {} within 30 s; log {}:\n{}", self.addr, self.log.display(), tail(&self.log, 40));
+                panic!(
+                    "kelp did not accept on {} within 30 s; log {}:\n{}",
+                    self.addr,
+                    self.log.display(),
+                    tail(&self.log, 40)
+                );
             }
             thread::sleep(Duration::from_millis(20));
         }
@@ -425,13 +482,22 @@ impl Drop for Kelp {
 /// A bounded HTTP/1.0 GET: (status, body).
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     let sock: SocketAddr = addr.parse().expect("addr");
-    let mut s = TcpStream::connect_timeout(&sock, Duration::from_secs(5)).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let mut s = TcpStream::connect_timeout(&sock, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
     let mut buf = String::new();
-    s.read_to_string(&mut buf).unwrap_or_else(|e| panic!("read http://{addr}{path}: {e}"));
-    let status = buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    s.read_to_string(&mut buf)
+        .unwrap_or_else(|e| panic!("read http://{addr}{path}: {e}"));
+    let status = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -440,14 +506,16 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
 
 fn client_config(bootstrap: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap).set("broker.address.family", "v4");
+    c.set("bootstrap.servers", bootstrap)
+        .set("broker.address.family", "v4");
     c
 }
 
 /// Creates a topic through `bootstrap` (AdminClient) and waits (bounded) until Metadata shows it
 /// with `partitions` partitions. An existing topic with that many partitions is fine.
 pub fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap).create().expect("admin client");
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(bootstrap).create().expect("admin client");
     let opts = AdminOptions::new()
         .operation_timeout(Some(Duration::from_secs(20)))
         .request_timeout(Some(Duration::from_secs(30)));
@@ -467,7 +535,10 @@ pub fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
     let mut last = String::new();
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
-        match admin.inner().fetch_metadata(Some(name), Duration::from_secs(5)) {
+        match admin
+            .inner()
+            .fetch_metadata(Some(name), Duration::from_secs(5))
+        {
             Ok(md) => {
                 if let Some(t) = md.topics().iter().find(|t| t.name() == name) {
                     if t.error().is_none() && t.partitions().len() == partitions as usize {
@@ -554,13 +625,22 @@ pub fn produce(bootstrap: &str, topic: &str, n: usize) -> usize {
 
 /// Like `produce`, with extra producer settings, returning every delivery report.
 /// Bounded: gives up 120 s after the start (the report then says fewer acked).
-pub fn produce_with(bootstrap: &str, topic: &str, n: usize, config: &[(&str, &str)]) -> ProduceReport {
+pub fn produce_with(
+    bootstrap: &str,
+    topic: &str,
+    n: usize,
+    config: &[(&str, &str)],
+) -> ProduceReport {
     let mut cfg = client_config(bootstrap);
     cfg.set("linger.ms", "5").set("message.timeout.ms", "60000");
     for (k, v) in config {
         cfg.set(*k, *v);
     }
-    let ctx = DeliveryCtx { acked: AtomicUsize::new(0), delivered: Mutex::new(Vec::new()), errors: Mutex::new(Vec::new()) };
+    let ctx = DeliveryCtx {
+        acked: AtomicUsize::new(0),
+        delivered: Mutex::new(Vec::new()),
+        errors: Mutex::new(Vec::new()),
+    };
     let producer: BaseProducer<DeliveryCtx> = cfg.create_with_context(ctx).expect("producer");
     let deadline = Instant::now() + Duration::from_secs(120);
     for i in 0..n {
@@ -583,13 +663,19 @@ pub fn produce_with(bootstrap: &str, topic: &str, n: usize, config: &[(&str, &st
             producer.poll(Duration::ZERO);
         }
     }
-    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_secs(1));
     let _ = producer.flush(left);
     let ctx = producer.context();
     let mut delivered = std::mem::take(&mut *ctx.delivered.lock().unwrap());
     delivered.sort_by_key(|d| (d.partition, d.offset));
     let errors = std::mem::take(&mut *ctx.errors.lock().unwrap());
-    ProduceReport { acked: ctx.acked.load(Ordering::Relaxed), delivered, errors }
+    ProduceReport {
+        acked: ctx.acked.load(Ordering::Relaxed),
+        delivered,
+        errors,
+    }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -628,7 +714,14 @@ impl Consumed {
     }
     /// Current assignment: partitions of any topic, sorted.
     pub fn partitions(&self) -> Vec<i32> {
-        let mut v: Vec<i32> = self.0.lock().unwrap().assignment.iter().map(|(_, p)| *p).collect();
+        let mut v: Vec<i32> = self
+            .0
+            .lock()
+            .unwrap()
+            .assignment
+            .iter()
+            .map(|(_, p)| *p)
+            .collect();
         v.sort();
         v
     }
@@ -664,13 +757,22 @@ impl ConsumerContext for RebalanceCtx {
         match rebalance {
             Rebalance::Assign(tpl) => self.consumed.set_assignment(tpl_pairs(tpl)),
             Rebalance::Revoke(_) => self.consumed.set_assignment(Vec::new()),
-            Rebalance::Error(e) => self.consumed.0.lock().unwrap().errors.push(format!("rebalance: {e}")),
+            Rebalance::Error(e) => self
+                .consumed
+                .0
+                .lock()
+                .unwrap()
+                .errors
+                .push(format!("rebalance: {e}")),
         }
     }
 }
 
 fn tpl_pairs(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
-    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect()
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
 }
 
 /// An rdkafka `BaseConsumer` in a thread: subscribes `topics` in group `group_id`, records every
@@ -683,13 +785,24 @@ pub struct GroupConsumer {
 }
 
 impl GroupConsumer {
-    pub fn start(bootstrap: &str, group_id: &str, client_id: &str, topics: &[&str]) -> GroupConsumer {
+    pub fn start(
+        bootstrap: &str,
+        group_id: &str,
+        client_id: &str,
+        topics: &[&str],
+    ) -> GroupConsumer {
         GroupConsumer::start_with(bootstrap, group_id, client_id, topics, &[])
     }
 
     /// `config` overrides the defaults (auto.offset.reset=earliest, enable.auto.commit=true,
     /// auto.commit.interval.ms=1000, session.timeout.ms=10000, heartbeat.interval.ms=1000).
-    pub fn start_with(bootstrap: &str, group_id: &str, client_id: &str, topics: &[&str], config: &[(&str, &str)]) -> GroupConsumer {
+    pub fn start_with(
+        bootstrap: &str,
+        group_id: &str,
+        client_id: &str,
+        topics: &[&str],
+        config: &[(&str, &str)],
+    ) -> GroupConsumer {
         let mut cfg = client_config(bootstrap);
         cfg.set("group.id", group_id)
             .set("client.id", client_id)
@@ -704,9 +817,13 @@ impl GroupConsumer {
         }
         let consumed = Consumed::default();
         let consumer: BaseConsumer<RebalanceCtx> = cfg
-            .create_with_context(RebalanceCtx { consumed: consumed.clone() })
+            .create_with_context(RebalanceCtx {
+                consumed: consumed.clone(),
+            })
             .unwrap_or_else(|e| panic!("consumer {client_id}: {e}"));
-        consumer.subscribe(topics).unwrap_or_else(|e| panic!("subscribe {topics:?}: {e}"));
+        consumer
+            .subscribe(topics)
+            .unwrap_or_else(|e| panic!("subscribe {topics:?}: {e}"));
         let stop = Arc::new(AtomicBool::new(false));
         let (c2, s2) = (consumed.clone(), stop.clone());
         let name = format!("{group_id}/{client_id}");
@@ -714,7 +831,12 @@ impl GroupConsumer {
             .name(format!("consumer-{client_id}"))
             .spawn(move || consume_loop(consumer, c2, s2))
             .expect("spawn consumer thread");
-        GroupConsumer { consumed, stop, thread: Some(thread), name }
+        GroupConsumer {
+            consumed,
+            stop,
+            thread: Some(thread),
+            name,
+        }
     }
 
     pub fn records(&self) -> Vec<Record> {
@@ -730,7 +852,11 @@ impl GroupConsumer {
     /// Commits what was consumed, closes the consumer (LeaveGroup), joins the thread (bounded, 30 s).
     pub fn stop(mut self) -> Vec<Record> {
         self.shutdown(Duration::from_secs(30));
-        assert!(self.consumed.closed(), "consumer {} did not close within 30 s", self.name);
+        assert!(
+            self.consumed.closed(),
+            "consumer {} did not close within 30 s",
+            self.name
+        );
         self.consumed.records()
     }
 
@@ -776,7 +902,12 @@ fn consume_loop(consumer: BaseConsumer<RebalanceCtx>, consumed: Consumed, stop: 
     let r: KafkaResult<()> = consumer.commit_consumer_state(CommitMode::Sync);
     if let Err(e) = r {
         // "no offset to commit" is normal for a member that consumed nothing
-        consumed.0.lock().unwrap().errors.push(format!("final commit: {e}"));
+        consumed
+            .0
+            .lock()
+            .unwrap()
+            .errors
+            .push(format!("final commit: {e}"));
     }
     // close (LeaveGroup), bounded; drop would otherwise loop without a bound
     if consumer.close_queue().is_ok() {
@@ -789,7 +920,12 @@ fn consume_loop(consumer: BaseConsumer<RebalanceCtx>, consumed: Consumed, stop: 
         consumed.0.lock().unwrap().closed = true;
         drop(consumer);
     } else {
-        consumed.0.lock().unwrap().errors.push("close did not finish within 25 s".into());
+        consumed
+            .0
+            .lock()
+            .unwrap()
+            .errors
+            .push("close did not finish within 25 s".into());
         std::mem::forget(consumer); // never block the test on librdkafka's unbounded drop
     }
 }
@@ -814,19 +950,46 @@ pub struct PyConsumer {
 }
 
 impl PyConsumer {
-    pub fn start(client: PyClient, bootstrap: &str, group_id: &str, client_id: &str, topics: &[&str]) -> PyConsumer {
+    pub fn start(
+        client: PyClient,
+        bootstrap: &str,
+        group_id: &str,
+        client_id: &str,
+        topics: &[&str],
+    ) -> PyConsumer {
         PyConsumer::start_with(client, bootstrap, group_id, client_id, topics, &[])
     }
 
     /// `config`: client settings as `name=value` (confluent-kafka names for `Confluent`,
     /// KafkaConsumer keyword names for `KafkaPython`).
-    pub fn start_with(client: PyClient, bootstrap: &str, group_id: &str, client_id: &str, topics: &[&str], config: &[(&str, &str)]) -> PyConsumer {
+    pub fn start_with(
+        client: PyClient,
+        bootstrap: &str,
+        group_id: &str,
+        client_id: &str,
+        topics: &[&str],
+        config: &[(&str, &str)],
+    ) -> PyConsumer {
         let n = KELP_SEQ.fetch_add(1, Ordering::Relaxed);
         let log = scratch_dir().join(format!("pyconsumer-{client_id}-{n}.log"));
         let mut cmd = Command::new(python_bin());
         cmd.arg(format!("{REPO}/tests/support/consumer.py"))
-            .args(["--client", if client == PyClient::Confluent { "confluent" } else { "kafka-python" }])
-            .args(["--bootstrap", bootstrap, "--group", group_id, "--client-id", client_id]);
+            .args([
+                "--client",
+                if client == PyClient::Confluent {
+                    "confluent"
+                } else {
+                    "kafka-python"
+                },
+            ])
+            .args([
+                "--bootstrap",
+                bootstrap,
+                "--group",
+                group_id,
+                "--client-id",
+                client_id,
+            ]);
         for t in topics {
             cmd.args(["--topic", t]);
         }
@@ -850,7 +1013,12 @@ impl PyConsumer {
                 parse_consumer_line(&c2, &line);
             }
         });
-        PyConsumer { consumed, child: Some(child), reader: Some(reader), log }
+        PyConsumer {
+            consumed,
+            child: Some(child),
+            reader: Some(reader),
+            log,
+        }
     }
 
     pub fn records(&self) -> Vec<Record> {
@@ -879,8 +1047,19 @@ impl PyConsumer {
             let _ = c.wait();
         }
         self.join_reader();
-        assert!(st.is_some(), "python consumer did not stop within 30 s; log {}:\n{}", self.log.display(), tail(&self.log, 30));
-        assert!(self.consumed.closed(), "python consumer exited without closing ({:?}); log {}:\n{}", st, self.log.display(), tail(&self.log, 30));
+        assert!(
+            st.is_some(),
+            "python consumer did not stop within 30 s; log {}:\n{}",
+            self.log.display(),
+            tail(&self.log, 30)
+        );
+        assert!(
+            self.consumed.closed(),
+            "python consumer exited without closing ({:?}); log {}:\n{}",
+            st,
+            self.log.display(),
+            tail(&self.log, 30)
+        );
         self.consumed.records()
     }
 
@@ -918,7 +1097,9 @@ impl Drop for PyConsumer {
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len() / 2).filter_map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()).collect()
+    (0..s.len() / 2)
+        .filter_map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok())
+        .collect()
 }
 
 /// Lines from consumer.py: `assigned topic:p,topic:p` (or `assigned -`), `msg topic p offset hex`,
@@ -995,10 +1176,17 @@ pub fn python_with_timeout(script: &str, args: &[&str], timeout: Duration) -> Ou
             let _ = child.kill();
             let _ = child.wait();
             let err = te.join().unwrap_or_default();
-            panic!("python script timed out after {timeout:?}; stderr:\n{}", String::from_utf8_lossy(&err));
+            panic!(
+                "python script timed out after {timeout:?}; stderr:\n{}",
+                String::from_utf8_lossy(&err)
+            );
         }
     };
-    Output { status, stdout: to.join().unwrap_or_default(), stderr: te.join().unwrap_or_default() }
+    Output {
+        status,
+        stdout: to.join().unwrap_or_default(),
+        stderr: te.join().unwrap_or_default(),
+    }
 }
 
 /// Like `python`, but panics unless it exits 0; returns stdout.
