@@ -43,6 +43,9 @@ use rebalance::Ctx;
 use store::OffsetStore;
 use timers::Timers;
 
+/// A bound on timers fired by one call; the rest fire on the next (`next_deadline` stays due).
+const MAX_TIMERS_PER_PASS: usize = 100_000;
+
 /// Milliseconds on the caller's monotonic clock.
 pub type Millis = u64;
 
@@ -252,13 +255,17 @@ impl Coordinator {
         self.groups.len()
     }
 
+    /// Fires due timers in deadline order; each takes effect at its own deadline, so a late tick
+    /// behaves like an on-time one. Re-armed timers always move forward, and a pass is bounded.
     fn run_timers(&mut self, now: Millis, out: &mut Vec<Output>) {
-        let mark = self.timers.mark();
-        while let Some((key, action)) = self.timers.pop_due(now, mark) {
+        for _ in 0..MAX_TIMERS_PER_PASS {
+            let Some((at, key, action)) = self.timers.pop_due(now) else {
+                return;
+            };
             if let timers::TimerAction::Cleanup = action {
-                retention::cleanup(self, now, out);
+                retention::cleanup(self, at, out);
             } else {
-                let (groups, _, mut cx) = self.parts(now, out);
+                let (groups, _, mut cx) = self.parts(at, out);
                 rebalance::fire(groups, &mut cx, key, action);
             }
         }

@@ -86,21 +86,12 @@ impl Timers {
         self.queue.keys().next().map(|(at, _)| *at)
     }
 
-    /// A marker: timers armed from now on have a sequence number `>=` this.
-    pub(crate) fn mark(&self) -> u64 {
-        self.seq
-    }
-
-    /// Removes and returns the earliest timer due at `now` that was armed before `mark`.
-    /// Timers armed while firing wait for the next pass, so a zero delay can never loop forever.
-    pub(crate) fn pop_due(&mut self, now: Millis, mark: u64) -> Option<(TimerKey, TimerAction)> {
-        let (&(at, seq), _) = self
-            .queue
-            .range(..=(now, u64::MAX))
-            .find(|((_, seq), _)| *seq < mark)?;
+    /// Removes and returns the earliest timer due at `now`, with its deadline.
+    pub(crate) fn pop_due(&mut self, now: Millis) -> Option<(Millis, TimerKey, TimerAction)> {
+        let (&(at, seq), _) = self.queue.iter().next().filter(|((at, _), _)| *at <= now)?;
         let key = self.queue.remove(&(at, seq))?;
         let (_, _, action) = self.armed.remove(&key)?;
-        Some((key, action))
+        Some((at, key, action))
     }
 
     #[cfg(test)]
@@ -129,26 +120,13 @@ mod tests {
         );
         t.arm(TimerKey::Join("a".into()), 7, TimerAction::CompleteJoin);
         assert_eq!(t.next_deadline(), Some(5));
-        let mark = t.mark();
         assert_eq!(
-            t.pop_due(6, mark).map(|x| x.0),
-            Some(TimerKey::PendingSync("a".into()))
+            t.pop_due(6).map(|x| (x.0, x.1)),
+            Some((5, TimerKey::PendingSync("a".into())))
         );
-        assert_eq!(t.pop_due(6, mark), None);
-        assert_eq!(
-            t.pop_due(7, mark).map(|x| x.0),
-            Some(TimerKey::Join("a".into()))
-        );
+        assert_eq!(t.pop_due(6), None);
+        assert_eq!(t.pop_due(7).map(|x| x.1), Some(TimerKey::Join("a".into())));
         assert_eq!(t.next_deadline(), None);
-    }
-
-    #[test]
-    fn timers_armed_during_a_pass_wait_for_the_next_pass() {
-        let mut t = Timers::default();
-        let mark = t.mark();
-        t.arm(TimerKey::Cleanup, 0, TimerAction::Cleanup);
-        assert_eq!(t.pop_due(0, mark), None);
-        assert!(t.pop_due(0, t.mark()).is_some());
     }
 
     #[test]
