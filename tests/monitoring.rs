@@ -645,13 +645,18 @@ fn comparisons_are_stripped_outside_strings() {
 // a real Prometheus
 
 fn now_secs() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 fn url_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -680,8 +685,14 @@ impl Prometheus {
         let addr = format!("127.0.0.1:{}", support::free_port());
         let log = fs::File::create(dir.join("prometheus.log")).expect("create prometheus log");
         let child = Command::new(&tools().0)
-            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
             .arg(format!("--web.listen-address={addr}"))
             .arg("--storage.tsdb.retention.time=1d")
             .stdin(Stdio::null())
@@ -694,19 +705,36 @@ impl Prometheus {
             owner = std::process::id(),
             p = child.id()
         );
-        let _ = Command::new("sh").args(["-c", &watchdog]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
-        let mut prom = Prometheus { child: Some(child), addr, dir, started: now_secs() };
+        let _ = Command::new("sh")
+            .args(["-c", &watchdog])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let mut prom = Prometheus {
+            child: Some(child),
+            addr,
+            dir,
+            started: now_secs(),
+        };
         let sock: SocketAddr = prom.addr.parse().unwrap();
         let t0 = Instant::now();
         loop {
-            if TcpStream::connect_timeout(&sock, Duration::from_millis(200)).is_ok() && support::http_get(&prom.addr, "/-/ready").0 == 200 {
+            if TcpStream::connect_timeout(&sock, Duration::from_millis(200)).is_ok()
+                && support::http_get(&prom.addr, "/-/ready").0 == 200
+            {
                 break;
             }
             if let Ok(Some(st)) = prom.child.as_mut().unwrap().try_wait() {
                 prom.child = None;
                 panic!("prometheus exited during start ({st}):\n{}", prom.log());
             }
-            assert!(t0.elapsed() < Duration::from_secs(30), "prometheus not ready on {} within 30 s:\n{}", prom.addr, prom.log());
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "prometheus not ready on {} within 30 s:\n{}",
+                prom.addr,
+                prom.log()
+            );
             thread::sleep(Duration::from_millis(100));
         }
         prom
@@ -721,32 +749,73 @@ impl Prometheus {
     /// GET an API path; the `data` of a successful answer, or the error text.
     fn api(&self, path: &str) -> Result<Json, String> {
         let (status, body) = support::http_get(&self.addr, path);
-        let json = Json::parse(&body).map_err(|e| format!("HTTP {status}, not JSON ({e}): {body}"))?;
+        let json =
+            Json::parse(&body).map_err(|e| format!("HTTP {status}, not JSON ({e}): {body}"))?;
         if json.str("status") != Some("success") {
-            return Err(format!("HTTP {status}: {} {}", json.str("errorType").unwrap_or(""), json.str("error").unwrap_or(&body)));
+            return Err(format!(
+                "HTTP {status}: {} {}",
+                json.str("errorType").unwrap_or(""),
+                json.str("error").unwrap_or(&body)
+            ));
         }
-        json.get("data").cloned().ok_or_else(|| format!("no data in {body}"))
+        json.get("data")
+            .cloned()
+            .ok_or_else(|| format!("no data in {body}"))
     }
 
     /// An instant query at `time` (now when None): the result series.
     fn query(&self, expr: &str, time: Option<f64>) -> Result<Vec<Json>, String> {
         let at = time.map(|t| format!("&time={t:.3}")).unwrap_or_default();
-        Ok(self.api(&format!("/api/v1/query?query={}{at}", url_encode(expr)))?.arr("result").to_vec())
+        Ok(self
+            .api(&format!("/api/v1/query?query={}{at}", url_encode(expr)))?
+            .arr("result")
+            .to_vec())
     }
 
-    fn query_range(&self, expr: &str, start: f64, end: f64, step: &str) -> Result<Vec<Json>, String> {
-        let path = format!("/api/v1/query_range?query={}&start={start:.3}&end={end:.3}&step={step}", url_encode(expr));
+    fn query_range(
+        &self,
+        expr: &str,
+        start: f64,
+        end: f64,
+        step: &str,
+    ) -> Result<Vec<Json>, String> {
+        let path = format!(
+            "/api/v1/query_range?query={}&start={start:.3}&end={end:.3}&step={step}",
+            url_encode(expr)
+        );
         Ok(self.api(&path)?.arr("result").to_vec())
+    }
+
+    /// Waits (at most 30 s) until the instant query `expr` returns `series` series.
+    fn wait_for(&self, expr: &str, series: usize, what: &str) {
+        let t0 = Instant::now();
+        loop {
+            let got = self.query(expr, None);
+            if got.as_ref().is_ok_and(|r| r.len() == series) {
+                return;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "timed out after 30 s waiting for {what} ({expr} -> {got:?}); up: {:?}",
+                self.query("up", None)
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// (labels, value) of each series of an instant query.
     fn samples(&self, expr: &str) -> Vec<(Vec<(String, String)>, f64)> {
-        let result = self.query(expr, None).unwrap_or_else(|e| panic!("query {expr}: {e}"));
+        let result = self
+            .query(expr, None)
+            .unwrap_or_else(|e| panic!("query {expr}: {e}"));
         result
             .iter()
             .map(|s| {
                 let labels = match s.get("metric") {
-                    Some(Json::Obj(f)) => f.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect(),
+                    Some(Json::Obj(f)) => f
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                        .collect(),
                     _ => Vec::new(),
                 };
                 (labels, sample_value(s.arr("value")))
@@ -762,21 +831,42 @@ impl Drop for Prometheus {
             let _ = c.wait();
         }
         if thread::panicking() {
-            eprintln!("monitoring: prometheus log ({}):\n{}", self.dir.display(), self.log());
+            eprintln!(
+                "monitoring: prometheus log ({}):\n{}",
+                self.dir.display(),
+                self.log()
+            );
         }
     }
 }
 
+/// `{k="v", ...}` of a query answer's series.
+fn label_set(series: &Json) -> String {
+    let pairs: Vec<String> = match series.get("metric") {
+        Some(Json::Obj(f)) => f
+            .iter()
+            .map(|(k, v)| format!("{k}={:?}", v.as_str().unwrap_or("")))
+            .collect(),
+        _ => Vec::new(),
+    };
+    format!("{{{}}}", pairs.join(", "))
+}
+
 /// The value of a `[time, "value"]` pair.
 fn sample_value(pair: &[Json]) -> f64 {
-    pair.get(1).and_then(Json::as_str).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
+    pair.get(1)
+        .and_then(Json::as_str)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
 }
 
 /// True when some sample of a query answer (instant `value` or range `values`) is a finite number.
 fn has_finite_sample(series: &[Json]) -> bool {
     series.iter().any(|s| {
         sample_value(s.arr("value")).is_finite()
-            || s.arr("values").iter().any(|p| matches!(p, Json::Arr(pair) if sample_value(pair).is_finite()))
+            || s.arr("values")
+                .iter()
+                .any(|p| matches!(p, Json::Arr(pair) if sample_value(pair).is_finite()))
     })
 }
 
@@ -790,21 +880,41 @@ fn kelp_metric(kelp: &Kelp, metric: &str, labels: &[(&str, &str)]) -> Option<f64
         return None;
     }
     body.lines()
-        .filter(|l| l.strip_prefix(metric).is_some_and(|rest| rest.starts_with('{')))
-        .find(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter(|l| {
+            l.strip_prefix(metric)
+                .is_some_and(|rest| rest.starts_with('{'))
+        })
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 /// Waits (at most 60 s) until `group` is Stable with `members` members on kelp and `assigned()`
 /// holds; panics with the last state seen.
-fn wait_stable(kelp: &Kelp, group: &str, members: usize, step: &str, assigned: impl Fn() -> Result<(), String>) {
+fn wait_stable(
+    kelp: &Kelp,
+    group: &str,
+    members: usize,
+    step: &str,
+    assigned: impl Fn() -> Result<(), String>,
+) {
     let t0 = Instant::now();
     loop {
         let m = kelp_metric(kelp, "kelp_group_members", &[("group", group)]);
-        let stable = kelp_metric(kelp, "kelp_group_state", &[("group", group), ("state", "Stable")]);
+        let stable = kelp_metric(
+            kelp,
+            "kelp_group_state",
+            &[("group", group), ("state", "Stable")],
+        );
         let a = assigned();
         if m == Some(members as f64) && stable == Some(1.0) && a.is_ok() {
-            eprintln!("monitoring: {step}: Stable with {members} member(s) after {:.1} s", t0.elapsed().as_secs_f64());
+            eprintln!(
+                "monitoring: {step}: Stable with {members} member(s) after {:.1} s",
+                t0.elapsed().as_secs_f64()
+            );
             return;
         }
         let last = format!("kelp_group_members={m:?} kelp_group_state{{state=Stable}}={stable:?} assignment: {a:?}");
@@ -828,52 +938,123 @@ fn split_of(parts: &[Vec<i32>], total: usize) -> Result<(), String> {
 fn dashboards_and_alerts_return_data_from_a_real_prometheus_during_a_rebalance() {
     let t0 = Instant::now();
     let tag = std::process::id();
-    let (topic, group) = (format!("monitoring-{tag}"), format!("monitoring-group-{tag}"));
-    let kelp = Kelp::start(&["--group-mode", "local", "--group-initial-rebalance-delay-ms", "0"]);
+    let (topic, group) = (
+        format!("monitoring-{tag}"),
+        format!("monitoring-group-{tag}"),
+    );
+    let kelp = Kelp::start(&[
+        "--group-mode",
+        "local",
+        "--group-initial-rebalance-delay-ms",
+        "0",
+    ]);
     let prom = Prometheus::start(kelp.metrics_addr());
+    prom.wait_for(
+        &format!("up{{job=\"{JOB}\"}} == 1"),
+        1,
+        "the first scrape of kelp",
+    );
     support::create_topic(kelp.addr(), &topic, 4);
-    assert_eq!(support::produce(kelp.addr(), &topic, 400), 400, "produce 400 messages through kelp");
-    eprintln!("monitoring: stack, kelp, prometheus and topic ready after {:.1} s", t0.elapsed().as_secs_f64());
+    assert_eq!(
+        support::produce(kelp.addr(), &topic, 400),
+        400,
+        "produce 400 messages through kelp"
+    );
+    eprintln!(
+        "monitoring: stack, kelp, prometheus and topic ready after {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
 
     // the scenario: join, add a member, add and remove one cleanly (leave), kill one (session expiry)
-    let cfg = [("session.timeout.ms", "6000"), ("heartbeat.interval.ms", "500")];
+    let cfg = [
+        ("session.timeout.ms", "6000"),
+        ("heartbeat.interval.ms", "500"),
+    ];
+    // (after each step, Prometheus has scraped the Stable group, so every generation is recorded)
+    let scraped = |members: usize| {
+        let expr = format!("kelp_group_members{{group=\"{group}\"}} == {members} and on () kelp_group_state{{group=\"{group}\", state=\"Stable\"}} == 1");
+        prom.wait_for(
+            &expr,
+            1,
+            &format!("Prometheus to scrape the group Stable with {members} member(s)"),
+        );
+    };
     let a = GroupConsumer::start_with(kelp.addr(), &group, "monitoring-a", &[&topic], &cfg);
-    wait_stable(&kelp, &group, 1, "first member", || split_of(&[a.partitions()], 4));
-    let b = PyConsumer::start_with(PyClient::Confluent, kelp.addr(), &group, "monitoring-b", &[&topic], &cfg);
-    wait_stable(&kelp, &group, 2, "second member joined", || split_of(&[a.partitions(), b.partitions()], 4));
+    wait_stable(&kelp, &group, 1, "first member", || {
+        split_of(&[a.partitions()], 4)
+    });
+    scraped(1);
+    let b = PyConsumer::start_with(
+        PyClient::Confluent,
+        kelp.addr(),
+        &group,
+        "monitoring-b",
+        &[&topic],
+        &cfg,
+    );
+    wait_stable(&kelp, &group, 2, "second member joined", || {
+        split_of(&[a.partitions(), b.partitions()], 4)
+    });
+    scraped(2);
     let c = GroupConsumer::start_with(kelp.addr(), &group, "monitoring-c", &[&topic], &cfg);
-    wait_stable(&kelp, &group, 3, "third member joined", || split_of(&[a.partitions(), b.partitions(), c.partitions()], 4));
+    wait_stable(&kelp, &group, 3, "third member joined", || {
+        split_of(&[a.partitions(), b.partitions(), c.partitions()], 4)
+    });
+    scraped(3);
     c.stop();
-    wait_stable(&kelp, &group, 2, "third member left", || split_of(&[a.partitions(), b.partitions()], 4));
+    wait_stable(&kelp, &group, 2, "third member left", || {
+        split_of(&[a.partitions(), b.partitions()], 4)
+    });
+    scraped(2);
     b.kill9();
-    wait_stable(&kelp, &group, 1, "second member killed", || split_of(&[a.partitions()], 4));
-
-    // Prometheus has scraped the end of the scenario
+    wait_stable(&kelp, &group, 1, "second member killed", || {
+        split_of(&[a.partitions()], 4)
+    });
+    scraped(1);
+    // a few more scrapes, so that short rate windows after the last rebalance have samples
+    thread::sleep(Duration::from_secs(3));
     let q = |expr: &str| prom.samples(expr);
-    let seen = Instant::now();
-    while !(q(&format!("kelp_group_members{{group=\"{group}\"}} == 1")).len() == 1
-        && !q(&format!("kelp_group_member_evictions_total{{group=\"{group}\"}}")).is_empty())
-    {
-        assert!(seen.elapsed() < Duration::from_secs(30), "prometheus did not scrape the end of the scenario within 30 s (up: {:?})", q("up"));
-        thread::sleep(Duration::from_millis(200));
-    }
-    thread::sleep(Duration::from_secs(2));
     let end = now_secs();
     let span = (end - prom.started).ceil() as u64 + 1;
-    eprintln!("monitoring: scenario done after {:.1} s; prometheus has {span} s of data", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "monitoring: scenario done after {:.1} s; prometheus has {span} s of data",
+        t0.elapsed().as_secs_f64()
+    );
 
     // what happened is what the counters say
-    let reasons: BTreeMap<String, f64> = q(&format!("sum by (reason) (kelp_group_rebalances_total{{group=\"{group}\"}})"))
-        .into_iter()
-        .map(|(l, v)| (l.into_iter().find(|(k, _)| k == "reason").map(|(_, r)| r).unwrap_or_default(), v))
-        .collect();
+    let reasons: BTreeMap<String, f64> = q(&format!(
+        "sum by (reason) (kelp_group_rebalances_total{{group=\"{group}\"}})"
+    ))
+    .into_iter()
+    .map(|(l, v)| {
+        (
+            l.into_iter()
+                .find(|(k, _)| k == "reason")
+                .map(|(_, r)| r)
+                .unwrap_or_default(),
+            v,
+        )
+    })
+    .collect();
     eprintln!("monitoring: rebalances by reason: {reasons:?}");
     for (reason, at_least) in [("new_member", 2.0), ("leave", 1.0), ("session_expiry", 1.0)] {
         assert!(reasons.get(reason).copied().unwrap_or(0.0) >= at_least, "kelp_group_rebalances_total{{reason=\"{reason}\"}} should be >= {at_least}: {reasons:?}");
     }
-    let evicted = q(&format!("sum(kelp_group_member_evictions_total{{group=\"{group}\", cause=\"session_expiry\"}})"));
-    assert!(evicted.first().is_some_and(|(_, v)| *v >= 1.0), "kelp_group_member_evictions_total{{cause=\"session_expiry\"}} should be >= 1: {evicted:?}");
-    let gen = |f: &str| q(&format!("{f}(kelp_group_generation{{group=\"{group}\"}}[{span}s])")).first().map(|(_, v)| *v).unwrap_or(f64::NAN);
+    let evicted = q(&format!(
+        "sum(kelp_group_member_evictions_total{{group=\"{group}\", cause=\"session_expiry\"}})"
+    ));
+    assert!(
+        evicted.first().is_some_and(|(_, v)| *v >= 1.0),
+        "kelp_group_member_evictions_total{{cause=\"session_expiry\"}} should be >= 1: {evicted:?}"
+    );
+    let gen = |f: &str| {
+        q(&format!(
+            "{f}(kelp_group_generation{{group=\"{group}\"}}[{span}s])"
+        ))
+        .first()
+        .map(|(_, v)| *v)
+        .unwrap_or(f64::NAN)
+    };
     let (low, high) = (gen("min_over_time"), gen("max_over_time"));
     eprintln!("monitoring: generation went from {low} to {high}");
     assert!(high >= low + 4.0, "kelp_group_generation should have gone up by at least 4 (join, join, leave, expiry): {low} -> {high}");
@@ -899,12 +1080,27 @@ fn dashboards_and_alerts_return_data_from_a_real_prometheus_during_a_rebalance()
     for pq in &queries {
         let what = format!("{} / {:?} / {}", pq.dashboard, pq.panel, pq.ref_id);
         let expr = substitute(&pq.expr, &values, &what);
-        let answer = if pq.instant { prom.query(&expr, Some(end)) } else { prom.query_range(&expr, prom.started, end, "1s") };
+        let answer = if pq.instant {
+            prom.query(&expr, Some(end))
+        } else {
+            prom.query_range(&expr, prom.started, end, "1s")
+        };
         match answer {
             Err(e) => failures.push(format!("{what}: {e}\n    {expr}")),
-            Ok(series) if series.is_empty() => failures.push(format!("{what}: no data\n    {expr}")),
-            Ok(series) if !has_finite_sample(&series) => failures.push(format!("{what}: only NaN/Inf samples\n    {expr}")),
-            Ok(_) => {}
+            Ok(series) if series.is_empty() => {
+                failures.push(format!("{what}: no data\n    {expr}"))
+            }
+            Ok(series) if !has_finite_sample(&series) => {
+                failures.push(format!("{what}: only NaN/Inf samples\n    {expr}"))
+            }
+            Ok(series) => {
+                let labels: Vec<String> = series.iter().take(4).map(label_set).collect();
+                eprintln!(
+                    "monitoring: {:>3} series  {what}  {}",
+                    series.len(),
+                    labels.join(" ")
+                );
+            }
         }
     }
     // the template variables list the scenario's job, instance and group
@@ -914,43 +1110,81 @@ fn dashboards_and_alerts_return_data_from_a_real_prometheus_during_a_rebalance()
                 continue;
             }
             let query = substitute(&query, &values, &format!("{rel} variable {name}"));
-            let inner = query.strip_prefix("label_values(").and_then(|q| q.strip_suffix(')')).unwrap_or_else(|| panic!("{rel}: variable {name}: not label_values(): {query}"));
-            let (selector, label) = inner.rsplit_once(',').map(|(s, l)| (s.trim(), l.trim())).unwrap_or(("", inner.trim()));
-            let m = if selector.is_empty() { String::new() } else { format!("&match[]={}", url_encode(selector)) };
+            let inner = query
+                .strip_prefix("label_values(")
+                .and_then(|q| q.strip_suffix(')'))
+                .unwrap_or_else(|| panic!("{rel}: variable {name}: not label_values(): {query}"));
+            let (selector, label) = inner
+                .rsplit_once(',')
+                .map(|(s, l)| (s.trim(), l.trim()))
+                .unwrap_or(("", inner.trim()));
+            let m = if selector.is_empty() {
+                String::new()
+            } else {
+                format!("&match[]={}", url_encode(selector))
+            };
             let expected = match name.as_str() {
                 "job" => JOB.to_string(),
                 "instance" => kelp.metrics_addr().to_string(),
                 _ => group.clone(),
             };
-            match prom.api(&format!("/api/v1/label/{label}/values?start={:.3}&end={end:.3}{m}", prom.started)) {
+            match prom.api(&format!(
+                "/api/v1/label/{label}/values?start={:.3}&end={end:.3}{m}",
+                prom.started
+            )) {
                 Ok(Json::Arr(vals)) if vals.iter().any(|v| v.as_str() == Some(&expected)) => {}
-                other => failures.push(format!("{rel}: variable {name} ({query}) does not list {expected:?}: {other:?}")),
+                other => failures.push(format!(
+                    "{rel}: variable {name} ({query}) does not list {expected:?}: {other:?}"
+                )),
             }
         }
     }
     // every alert expression, as loaded by this Prometheus from kelp-rules.yaml
     let loaded = Instant::now();
     let rules = loop {
-        let data = prom.api("/api/v1/rules").unwrap_or_else(|e| panic!("/api/v1/rules: {e}"));
-        let rules: Vec<Json> = data.arr("groups").iter().flat_map(|g| g.arr("rules").to_vec()).collect();
+        let data = prom
+            .api("/api/v1/rules")
+            .unwrap_or_else(|e| panic!("/api/v1/rules: {e}"));
+        let rules: Vec<Json> = data
+            .arr("groups")
+            .iter()
+            .flat_map(|g| g.arr("rules").to_vec())
+            .collect();
         if !rules.is_empty() && rules.iter().all(|r| r.str("health") != Some("unknown")) {
             break rules;
         }
-        assert!(loaded.elapsed() < Duration::from_secs(20), "alert rules not evaluated within 20 s: {rules:?}");
+        assert!(
+            loaded.elapsed() < Duration::from_secs(20),
+            "alert rules not evaluated within 20 s: {rules:?}"
+        );
         thread::sleep(Duration::from_millis(200));
     };
-    let declared = repo_file(RULES).lines().filter(|l| l.trim().starts_with("- alert: ")).count();
-    assert_eq!(rules.len(), declared, "prometheus loaded {} rules from {RULES}, which declares {declared}", rules.len());
+    let declared = repo_file(RULES)
+        .lines()
+        .filter(|l| l.trim().starts_with("- alert: "))
+        .count();
+    assert_eq!(
+        rules.len(),
+        declared,
+        "prometheus loaded {} rules from {RULES}, which declares {declared}",
+        rules.len()
+    );
     for r in &rules {
         let name = r.str("name").unwrap_or("?");
         let expr = r.str("query").unwrap_or("");
         if r.str("health") != Some("ok") {
-            failures.push(format!("alert {name}: health {:?}: {:?}", r.str("health"), r.str("lastError")));
+            failures.push(format!(
+                "alert {name}: health {:?}: {:?}",
+                r.str("health"),
+                r.str("lastError")
+            ));
         }
         let data_expr = strip_comparisons(expr);
         match prom.query(&data_expr, Some(end)) {
             Err(e) => failures.push(format!("alert {name}: {e}\n    {data_expr}")),
-            Ok(series) if series.is_empty() => failures.push(format!("alert {name}: no data without its threshold\n    {data_expr}")),
+            Ok(series) if series.is_empty() => failures.push(format!(
+                "alert {name}: no data without its threshold\n    {data_expr}"
+            )),
             Ok(_) => {}
         }
     }
@@ -960,6 +1194,11 @@ fn dashboards_and_alerts_return_data_from_a_real_prometheus_during_a_rebalance()
         rules.len(),
         t0.elapsed().as_secs_f64()
     );
-    assert!(failures.is_empty(), "{} of the monitoring queries failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of the monitoring queries failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     drop(a);
 }
