@@ -60,12 +60,7 @@ pub struct Config {
     pub metrics_listen: SocketAddr,
 
     /// Who coordinates consumer groups: kelp (local) or the gateway (passthrough).
-    #[arg(
-        long,
-        env = "KELP_GROUP_MODE",
-        value_enum,
-        default_value = "passthrough"
-    )]
+    #[arg(long, env = "KELP_GROUP_MODE", value_enum, default_value = "local")]
     pub group_mode: GroupMode,
 
     /// Smallest session.timeout.ms a JoinGroup may ask for (group.min.session.timeout.ms).

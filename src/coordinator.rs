@@ -128,11 +128,13 @@ async fn run(
         tokio::select! {
             envelope = rx.recv() => {
                 let Some((call, reply)) = envelope else { return };
+                tracing::trace!(token = call.token, version = call.api_version, request = ?call.request, "group call");
                 waiting.insert(call.token, reply);
                 coordinator.handle(now(), call, &mut out);
                 // Take whatever else is queued before answering, to batch wake-ups.
                 for _ in 0..256 {
                     let Ok((call, reply)) = rx.try_recv() else { break };
+                    tracing::trace!(token = call.token, version = call.api_version, request = ?call.request, "group call");
                     waiting.insert(call.token, reply);
                     coordinator.handle(now(), call, &mut out);
                 }
@@ -142,6 +144,7 @@ async fn run(
         for output in out.drain(..) {
             match output {
                 Output::Reply { token, response } => {
+                    tracing::trace!(token, response = ?response, "group reply");
                     if let Some(reply) = waiting.remove(&token) {
                         let _ = reply.send(response);
                     }
