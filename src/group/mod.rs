@@ -8,6 +8,8 @@
 //! (offset expiry), `timers.rs`, `ids.rs`.
 
 mod describe;
+// `group/group.rs` holds the `Group` struct.
+#[allow(clippy::module_inception)]
 mod group;
 mod heartbeat;
 mod ids;

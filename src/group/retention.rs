@@ -29,7 +29,7 @@ pub(crate) fn cleanup(c: &mut Coordinator, now: Millis, out: &mut Vec<Output>) {
             store.expire(&id, |topic, offset| {
                 let deadline = offset
                     .expire_timestamp
-                    .unwrap_or_else(|| base(offset).saturating_add(retention));
+                    .unwrap_or_else(|| base.of(offset).saturating_add(retention));
                 now >= deadline && !(g.state == GroupState::Stable && g.is_subscribed_to(topic))
             });
         }
@@ -42,19 +42,28 @@ pub(crate) fn cleanup(c: &mut Coordinator, now: Millis, out: &mut Vec<Output>) {
     ensure_armed(cx.timers, cx.config, now);
 }
 
-type Base = fn(&CommittedOffset) -> Millis;
+/// When an offset's retention starts counting.
+enum Base {
+    CommitTime,
+    Since(Millis),
+}
 
-/// When an offset's retention starts counting, or None if the group's offsets never expire now.
-fn expiry_base(g: &Group) -> Option<Box<dyn Fn(&CommittedOffset) -> Millis>> {
-    let commit_time: Base = |o| o.commit_timestamp;
-    match (g.protocol_type.as_deref(), g.state) {
-        (None, _) => Some(Box::new(commit_time)),
-        (Some(_), GroupState::Empty) => {
-            let since = g.state_since;
-            Some(Box::new(move |_| since))
+impl Base {
+    fn of(&self, offset: &CommittedOffset) -> Millis {
+        match self {
+            Base::CommitTime => offset.commit_timestamp,
+            Base::Since(at) => *at,
         }
+    }
+}
+
+/// None if the group's offsets do not expire in its current state.
+fn expiry_base(g: &Group) -> Option<Base> {
+    match (g.protocol_type.as_deref(), g.state) {
+        (None, _) => Some(Base::CommitTime),
+        (Some(_), GroupState::Empty) => Some(Base::Since(g.state_since)),
         (Some("consumer"), GroupState::Stable) if g.subscribed_topics.is_some() => {
-            Some(Box::new(commit_time))
+            Some(Base::CommitTime)
         }
         _ => None,
     }

@@ -101,7 +101,7 @@ fn l4_delete_groups_active_unknown_empty() {
         d.results.iter().map(|r| r.error_code).collect::<Vec<_>>(),
         vec![68, 69, 0]
     );
-    assert!(h.c.groups.get("empty").is_none());
+    assert!(!h.c.groups.contains_key("empty"));
     assert!(!h.c.offsets.has_offsets("empty"));
     assert_eq!(h.describe_v(5, "empty").group_state.as_str(), "Dead");
     let r = h.commit_full(9, "empty", "m", None, 1, &[("t", 0, 1, "")]);

@@ -225,7 +225,7 @@ fn k13_commit_with_the_old_id_of_a_replaced_static_member_is_82() {
     let t = h.join(jr().instance("s2"));
     h.advance(3000);
     let old = h.jres(t).member_id.to_string();
-    h.sync_all(&[old.clone()], "A");
+    h.sync_all(std::slice::from_ref(&old), "A");
     h.join(jr().instance("s2"));
     let r = h.commit_full(8, G, &old, Some("s2"), 1, &[("t", 0, 1, "")]);
     assert_eq!(commit_codes(&r), vec![82]);

@@ -9,6 +9,7 @@
 //! - the parked requests are exactly the unanswered calls, all held by current members, and every
 //!   call is answered exactly once (after draining the clock, all of them);
 //! - offsets accepted are exactly those the fencing table of §3.8 allows.
+//!
 //! Replies are also encoded at their call's version (in `Harness`).
 
 use std::collections::{BTreeSet, HashMap};
