@@ -79,6 +79,7 @@ pub(crate) fn handle(
     {
         return j.fail(cx, code::INVALID_SESSION_TIMEOUT, &j.member_id);
     }
+    // (Loading, once a store exists: COORDINATOR_LOAD_IN_PROGRESS here.)
     if !groups.contains_key(&group_id) {
         if !j.member_id.is_empty() {
             return j.fail(cx, code::UNKNOWN_MEMBER_ID, &j.member_id);

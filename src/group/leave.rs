@@ -48,6 +48,7 @@ pub(crate) fn handle(
     } else {
         groups.get_mut(req.group_id.as_str())
     };
+    // (Loading, once a store exists: top-level COORDINATOR_LOAD_IN_PROGRESS here.)
     let results: Vec<i16> = match group {
         None if response.error_code != code::NONE => Vec::new(),
         // Group missing: every member is unknown.

@@ -6,6 +6,21 @@
 //! (the transitions every API shares), one file per API (`join.rs`, `sync.rs`, `heartbeat.rs`,
 //! `leave.rs`, `offsets.rs`, `describe.rs`), `store.rs` (committed offsets), `retention.rs`
 //! (offset expiry), `timers.rs`, `ids.rs`.
+//!
+//! For the shell:
+//! - Every `Call` gets exactly one `Output::Reply` with its token: during `handle`, or during a
+//!   later `handle`/`tick` when a parked JoinGroup or SyncGroup completes. Replies for other calls
+//!   may come out of any `handle`; the shell orders responses per connection.
+//! - Parked requests are never dropped: a JoinGroup or SyncGroup superseded by the same member's
+//!   next one is answered REBALANCE_IN_PROGRESS (27); a member removed while parked gets
+//!   UNKNOWN_MEMBER_ID (25); a static member replaced by a new id gets FENCED_INSTANCE_ID (82).
+//! - Call `tick(now)` when `now >= next_deadline()`. `handle` also fires whatever is due, before
+//!   the call (so an expired session is expired first) and after it (zero delays). A timer takes
+//!   effect at its own deadline, so a late tick behaves like a punctual one.
+//! - `now` must not go backwards. Member ids are seeded per process (`new`), so a restarted kelp
+//!   never hands out an id an old client still holds.
+//! - No store yet: offsets live in memory (`store.rs`); persistence points are marked in the code.
+//!   Loading (COORDINATOR_LOAD_IN_PROGRESS) would be checked right after the group id in each API.
 
 mod describe;
 // `group/group.rs` holds the `Group` struct.

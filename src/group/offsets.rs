@@ -39,6 +39,7 @@ pub(crate) fn commit(
     let member_id = req.member_id.as_str();
     let instance_id = req.group_instance_id.as_deref();
 
+    // (Loading, once a store exists: COORDINATOR_LOAD_IN_PROGRESS in every partition here.)
     let group_error = match groups.get(&group_id) {
         None if generation < 0 => {
             // A "simple" group: offsets committed outside any group membership.

@@ -35,6 +35,7 @@ pub(crate) fn handle(
     if req.group_id.is_empty() {
         return fail(cx, code::INVALID_GROUP_ID);
     }
+    // (Loading, once a store exists: COORDINATOR_LOAD_IN_PROGRESS here.)
     let Some(g) = groups.get_mut(req.group_id.as_str()) else {
         return fail(cx, code::UNKNOWN_MEMBER_ID);
     };
