@@ -273,6 +273,7 @@ impl GroupMetrics {
 mod tests {
     use super::*;
     use crate::group::RebalanceReason;
+    use prometheus::Encoder;
 
     fn text(registry: &Registry) -> String {
         let mut out = Vec::new();
