@@ -934,138 +934,111 @@ fn split_of(parts: &[Vec<i32>], total: usize) -> Result<(), String> {
     }
 }
 
-#[test]
-fn dashboards_and_alerts_return_data_from_a_real_prometheus_during_a_rebalance() {
-    let t0 = Instant::now();
-    let tag = std::process::id();
-    let (topic, group) = (
-        format!("monitoring-{tag}"),
-        format!("monitoring-group-{tag}"),
-    );
-    let kelp = Kelp::start(&[
-        "--group-mode",
-        "local",
-        "--group-initial-rebalance-delay-ms",
-        "0",
-    ]);
-    let prom = Prometheus::start(kelp.metrics_addr());
-    prom.wait_for(
-        &format!("up{{job=\"{JOB}\"}} == 1"),
-        1,
-        "the first scrape of kelp",
-    );
-    support::create_topic(kelp.addr(), &topic, 4);
-    assert_eq!(
-        support::produce(kelp.addr(), &topic, 400),
-        400,
-        "produce 400 messages through kelp"
-    );
-    eprintln!(
-        "monitoring: stack, kelp, prometheus and topic ready after {:.1} s",
-        t0.elapsed().as_secs_f64()
-    );
-
-    // the scenario: join, add a member, add and remove one cleanly (leave), kill one (session expiry)
+/// Join, add a member, add and remove one cleanly (leave), kill one (session expiry). After each
+/// step the group is Stable on kelp and Prometheus has scraped that, so every generation is
+/// recorded. Returns the surviving member.
+fn rebalance_scenario(kelp: &Kelp, prom: &Prometheus, topic: &str, group: &str) -> GroupConsumer {
     let cfg = [
         ("session.timeout.ms", "6000"),
         ("heartbeat.interval.ms", "500"),
     ];
-    // (after each step, Prometheus has scraped the Stable group, so every generation is recorded)
     let scraped = |members: usize| {
-        let expr = format!("kelp_group_members{{group=\"{group}\"}} == {members} and on () kelp_group_state{{group=\"{group}\", state=\"Stable\"}} == 1");
-        prom.wait_for(
-            &expr,
-            1,
-            &format!("Prometheus to scrape the group Stable with {members} member(s)"),
+        let expr = format!(
+            "kelp_group_members{{group=\"{group}\"}} == {members} \
+             and on () kelp_group_state{{group=\"{group}\", state=\"Stable\"}} == 1"
         );
+        let what = format!("Prometheus to scrape the group Stable with {members} member(s)");
+        prom.wait_for(&expr, 1, &what);
     };
-    let a = GroupConsumer::start_with(kelp.addr(), &group, "monitoring-a", &[&topic], &cfg);
-    wait_stable(&kelp, &group, 1, "first member", || {
+    let a = GroupConsumer::start_with(kelp.addr(), group, "monitoring-a", &[topic], &cfg);
+    wait_stable(kelp, group, 1, "first member", || {
         split_of(&[a.partitions()], 4)
     });
     scraped(1);
     let b = PyConsumer::start_with(
         PyClient::Confluent,
         kelp.addr(),
-        &group,
+        group,
         "monitoring-b",
-        &[&topic],
+        &[topic],
         &cfg,
     );
-    wait_stable(&kelp, &group, 2, "second member joined", || {
+    wait_stable(kelp, group, 2, "second member joined", || {
         split_of(&[a.partitions(), b.partitions()], 4)
     });
     scraped(2);
-    let c = GroupConsumer::start_with(kelp.addr(), &group, "monitoring-c", &[&topic], &cfg);
-    wait_stable(&kelp, &group, 3, "third member joined", || {
+    let c = GroupConsumer::start_with(kelp.addr(), group, "monitoring-c", &[topic], &cfg);
+    wait_stable(kelp, group, 3, "third member joined", || {
         split_of(&[a.partitions(), b.partitions(), c.partitions()], 4)
     });
     scraped(3);
     c.stop();
-    wait_stable(&kelp, &group, 2, "third member left", || {
+    wait_stable(kelp, group, 2, "third member left", || {
         split_of(&[a.partitions(), b.partitions()], 4)
     });
     scraped(2);
     b.kill9();
-    wait_stable(&kelp, &group, 1, "second member killed", || {
+    wait_stable(kelp, group, 1, "second member killed", || {
         split_of(&[a.partitions()], 4)
     });
     scraped(1);
-    // a few more scrapes, so that short rate windows after the last rebalance have samples
-    thread::sleep(Duration::from_secs(3));
-    let q = |expr: &str| prom.samples(expr);
-    let end = now_secs();
-    let span = (end - prom.started).ceil() as u64 + 1;
-    eprintln!(
-        "monitoring: scenario done after {:.1} s; prometheus has {span} s of data",
-        t0.elapsed().as_secs_f64()
-    );
+    a
+}
 
-    // what happened is what the counters say
-    let reasons: BTreeMap<String, f64> = q(&format!(
-        "sum by (reason) (kelp_group_rebalances_total{{group=\"{group}\"}})"
-    ))
-    .into_iter()
-    .map(|(l, v)| {
-        (
-            l.into_iter()
+/// The rebalance counter shows the reasons that happened, the eviction was counted, and the
+/// generation went up once per rebalance.
+fn check_group_counters(prom: &Prometheus, group: &str, span: u64) {
+    let reasons: BTreeMap<String, f64> = prom
+        .samples(&format!(
+            "sum by (reason) (kelp_group_rebalances_total{{group=\"{group}\"}})"
+        ))
+        .into_iter()
+        .map(|(labels, v)| {
+            let reason = labels
+                .into_iter()
                 .find(|(k, _)| k == "reason")
-                .map(|(_, r)| r)
-                .unwrap_or_default(),
-            v,
-        )
-    })
-    .collect();
+                .map(|(_, r)| r);
+            (reason.unwrap_or_default(), v)
+        })
+        .collect();
     eprintln!("monitoring: rebalances by reason: {reasons:?}");
     for (reason, at_least) in [("new_member", 2.0), ("leave", 1.0), ("session_expiry", 1.0)] {
-        assert!(reasons.get(reason).copied().unwrap_or(0.0) >= at_least, "kelp_group_rebalances_total{{reason=\"{reason}\"}} should be >= {at_least}: {reasons:?}");
+        let n = reasons.get(reason).copied().unwrap_or(0.0);
+        assert!(
+            n >= at_least,
+            "kelp_group_rebalances_total{{reason=\"{reason}\"}} should be >= {at_least}: {reasons:?}"
+        );
     }
-    let evicted = q(&format!(
+    let evicted = prom.samples(&format!(
         "sum(kelp_group_member_evictions_total{{group=\"{group}\", cause=\"session_expiry\"}})"
     ));
     assert!(
         evicted.first().is_some_and(|(_, v)| *v >= 1.0),
         "kelp_group_member_evictions_total{{cause=\"session_expiry\"}} should be >= 1: {evicted:?}"
     );
-    let gen = |f: &str| {
-        q(&format!(
-            "{f}(kelp_group_generation{{group=\"{group}\"}}[{span}s])"
-        ))
-        .first()
-        .map(|(_, v)| *v)
-        .unwrap_or(f64::NAN)
+    let generation = |f: &str| {
+        let expr = format!("{f}(kelp_group_generation{{group=\"{group}\"}}[{span}s])");
+        prom.samples(&expr)
+            .first()
+            .map(|(_, v)| *v)
+            .unwrap_or(f64::NAN)
     };
-    let (low, high) = (gen("min_over_time"), gen("max_over_time"));
+    let (low, high) = (generation("min_over_time"), generation("max_over_time"));
     eprintln!("monitoring: generation went from {low} to {high}");
-    assert!(high >= low + 4.0, "kelp_group_generation should have gone up by at least 4 (join, join, leave, expiry): {low} -> {high}");
+    assert!(
+        high >= low + 4.0,
+        "kelp_group_generation should have gone up by at least 4 (join, join, leave, expiry): {low} -> {high}"
+    );
+}
 
-    // every panel query, as Grafana would run it over the scenario
-    let instance_re = kelp.metrics_addr().replace('.', "\\\\.");
-    let values: BTreeMap<&str, String> = [
+/// What Grafana would put for each variable: this kelp's job, instance and group, a 1 s interval
+/// (Prometheus scrapes every second), and the scenario's span as the time range.
+fn grafana_values(kelp: &Kelp, group: &str, span: u64) -> BTreeMap<&'static str, String> {
+    [
         ("datasource", "prometheus".to_string()),
         ("job", JOB.to_string()),
-        ("instance", instance_re),
-        ("group", group.clone()),
+        ("instance", kelp.metrics_addr().replace('.', "\\\\.")),
+        ("group", group.to_string()),
         ("__interval", "1s".into()),
         ("__interval_ms", "1000".into()),
         ("__rate_interval", "4s".into()),
@@ -1074,12 +1047,16 @@ fn dashboards_and_alerts_return_data_from_a_real_prometheus_during_a_rebalance()
         ("__range_ms", (span * 1000).to_string()),
     ]
     .into_iter()
-    .collect();
+    .collect()
+}
+
+/// Every panel query, as Grafana runs it: a range query over the scenario with a 1 s step (an
+/// instant query at `end` for instant targets). Each must return a series with a finite sample.
+fn check_panels(prom: &Prometheus, values: &BTreeMap<&str, String>, end: f64) -> Vec<String> {
     let mut failures = Vec::new();
-    let queries = panel_queries();
-    for pq in &queries {
+    for pq in panel_queries() {
         let what = format!("{} / {:?} / {}", pq.dashboard, pq.panel, pq.ref_id);
-        let expr = substitute(&pq.expr, &values, &what);
+        let expr = substitute(&pq.expr, values, &what);
         let answer = if pq.instant {
             prom.query(&expr, Some(end))
         } else {
@@ -1103,13 +1080,24 @@ fn dashboards_and_alerts_return_data_from_a_real_prometheus_during_a_rebalance()
             }
         }
     }
-    // the template variables list the scenario's job, instance and group
+    failures
+}
+
+/// The dashboards' `label_values()` variables list this kelp's job and instance and the group.
+fn check_variables(
+    prom: &Prometheus,
+    values: &BTreeMap<&str, String>,
+    kelp: &Kelp,
+    group: &str,
+    end: f64,
+) -> Vec<String> {
+    let mut failures = Vec::new();
     for rel in DASHBOARDS {
         for (name, (kind, query)) in variables(&dashboard(rel)) {
             if kind != "query" {
                 continue;
             }
-            let query = substitute(&query, &values, &format!("{rel} variable {name}"));
+            let query = substitute(&query, values, &format!("{rel} variable {name}"));
             let inner = query
                 .strip_prefix("label_values(")
                 .and_then(|q| q.strip_suffix(')'))
@@ -1118,29 +1106,35 @@ fn dashboards_and_alerts_return_data_from_a_real_prometheus_during_a_rebalance()
                 .rsplit_once(',')
                 .map(|(s, l)| (s.trim(), l.trim()))
                 .unwrap_or(("", inner.trim()));
-            let m = if selector.is_empty() {
+            let matcher = if selector.is_empty() {
                 String::new()
             } else {
                 format!("&match[]={}", url_encode(selector))
             };
             let expected = match name.as_str() {
-                "job" => JOB.to_string(),
-                "instance" => kelp.metrics_addr().to_string(),
-                _ => group.clone(),
+                "job" => JOB,
+                "instance" => kelp.metrics_addr(),
+                _ => group,
             };
-            match prom.api(&format!(
-                "/api/v1/label/{label}/values?start={:.3}&end={end:.3}{m}",
+            let path = format!(
+                "/api/v1/label/{label}/values?start={:.3}&end={end:.3}{matcher}",
                 prom.started
-            )) {
-                Ok(Json::Arr(vals)) if vals.iter().any(|v| v.as_str() == Some(&expected)) => {}
+            );
+            match prom.api(&path) {
+                Ok(Json::Arr(vals)) if vals.iter().any(|v| v.as_str() == Some(expected)) => {}
                 other => failures.push(format!(
                     "{rel}: variable {name} ({query}) does not list {expected:?}: {other:?}"
                 )),
             }
         }
     }
-    // every alert expression, as loaded by this Prometheus from kelp-rules.yaml
-    let loaded = Instant::now();
+    failures
+}
+
+/// Every alert rule, as this Prometheus loaded it from kelp-rules.yaml: healthy, and its expression
+/// without the threshold comparison returns data (an instant query at `end`).
+fn check_alerts(prom: &Prometheus, end: f64) -> Vec<String> {
+    let t0 = Instant::now();
     let rules = loop {
         let data = prom
             .api("/api/v1/rules")
@@ -1154,7 +1148,7 @@ fn dashboards_and_alerts_return_data_from_a_real_prometheus_during_a_rebalance()
             break rules;
         }
         assert!(
-            loaded.elapsed() < Duration::from_secs(20),
+            t0.elapsed() < Duration::from_secs(20),
             "alert rules not evaluated within 20 s: {rules:?}"
         );
         thread::sleep(Duration::from_millis(200));
@@ -1169,9 +1163,9 @@ fn dashboards_and_alerts_return_data_from_a_real_prometheus_during_a_rebalance()
         "prometheus loaded {} rules from {RULES}, which declares {declared}",
         rules.len()
     );
+    let mut failures = Vec::new();
     for r in &rules {
         let name = r.str("name").unwrap_or("?");
-        let expr = r.str("query").unwrap_or("");
         if r.str("health") != Some("ok") {
             failures.push(format!(
                 "alert {name}: health {:?}: {:?}",
@@ -1179,26 +1173,71 @@ fn dashboards_and_alerts_return_data_from_a_real_prometheus_during_a_rebalance()
                 r.str("lastError")
             ));
         }
-        let data_expr = strip_comparisons(expr);
-        match prom.query(&data_expr, Some(end)) {
-            Err(e) => failures.push(format!("alert {name}: {e}\n    {data_expr}")),
+        let expr = strip_comparisons(r.str("query").unwrap_or(""));
+        match prom.query(&expr, Some(end)) {
+            Err(e) => failures.push(format!("alert {name}: {e}\n    {expr}")),
             Ok(series) if series.is_empty() => failures.push(format!(
-                "alert {name}: no data without its threshold\n    {data_expr}"
+                "alert {name}: no data without its threshold\n    {expr}"
             )),
-            Ok(_) => {}
+            Ok(series) => eprintln!(
+                "monitoring: {:>3} series  alert {name}  {}",
+                series.len(),
+                label_set(&series[0])
+            ),
         }
     }
+    failures
+}
+
+#[test]
+fn dashboards_and_alerts_return_data_from_a_real_prometheus_during_a_rebalance() {
+    let t0 = Instant::now();
+    let tag = std::process::id();
+    let (topic, group) = (
+        format!("monitoring-{tag}"),
+        format!("monitoring-group-{tag}"),
+    );
+    let kelp = Kelp::start(&[
+        "--group-mode",
+        "local",
+        "--group-initial-rebalance-delay-ms",
+        "0",
+    ]);
+    let prom = Prometheus::start(kelp.metrics_addr());
+    prom.wait_for(
+        &format!("up{{job=\"{JOB}\"}} == 1"),
+        1,
+        "the first scrape of kelp",
+    );
+    support::create_topic(kelp.addr(), &topic, 4);
+    let produced = support::produce(kelp.addr(), &topic, 400);
+    assert_eq!(produced, 400, "produce 400 messages through kelp");
     eprintln!(
-        "monitoring: evaluated {} panel queries and {} alert expressions; total {:.1} s",
-        queries.len(),
-        rules.len(),
+        "monitoring: stack, kelp, prometheus and topic ready after {:.1} s",
         t0.elapsed().as_secs_f64()
     );
+
+    let survivor = rebalance_scenario(&kelp, &prom, &topic, &group);
+    // a few more scrapes, so that short rate windows after the last rebalance have samples
+    thread::sleep(Duration::from_secs(3));
+    let end = now_secs();
+    let span = (end - prom.started).ceil() as u64 + 1;
+    eprintln!(
+        "monitoring: scenario done after {:.1} s; prometheus has {span} s of data",
+        t0.elapsed().as_secs_f64()
+    );
+
+    check_group_counters(&prom, &group, span);
+    let values = grafana_values(&kelp, &group, span);
+    let mut failures = check_panels(&prom, &values, end);
+    failures.extend(check_variables(&prom, &values, &kelp, &group, end));
+    failures.extend(check_alerts(&prom, end));
+    eprintln!("monitoring: done after {:.1} s", t0.elapsed().as_secs_f64());
     assert!(
         failures.is_empty(),
-        "{} of the monitoring queries failed:\n{}",
+        "{} monitoring queries failed:\n{}",
         failures.len(),
         failures.join("\n")
     );
-    drop(a);
+    drop(survivor);
 }
