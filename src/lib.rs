@@ -10,3 +10,4 @@ pub mod metrics;
 pub mod protocol;
 pub mod route;
 pub mod server;
+pub mod store;
