@@ -20,7 +20,10 @@ fn validate(check: &str) {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     // Shown by the test harness only when the test fails (or with --nocapture).
-    println!("$ scripts/validate-deploy {check}   ({:.1} s)\n{stdout}{stderr}", started.elapsed().as_secs_f64());
+    println!(
+        "$ scripts/validate-deploy {check}   ({:.1} s)\n{stdout}{stderr}",
+        started.elapsed().as_secs_f64()
+    );
     assert!(
         output.status.success(),
         "scripts/validate-deploy {check} failed ({}):\n{stdout}{stderr}",
