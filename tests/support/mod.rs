@@ -172,9 +172,10 @@ pub struct Stack {
     pub pids: Vec<u32>,
 }
 
+static STACK: OnceLock<Result<Stack, String>> = OnceLock::new();
+
 /// One stack per test binary, started on first use. A watchdog stops it when this process exits.
 pub fn stack() -> &'static Stack {
-    static STACK: OnceLock<Result<Stack, String>> = OnceLock::new();
     match STACK.get_or_init(start_stack) {
         Ok(s) => s,
         Err(e) => panic!("the SeaweedFS stack could not start:\n{e}"),
@@ -254,13 +255,16 @@ fn json_u32_array(json: &str, key: &str) -> Option<Vec<u32>> {
         .collect()
 }
 
-/// Registers a child process with the stack's watchdog, so it is stopped with the stack even
-/// if this test binary dies without running destructors.
+/// Registers a child process with the stack's watchdog (when this binary has a stack), so it is
+/// stopped with the stack even if this test binary dies without running destructors.
 fn register_child(pid: u32) {
+    let Some(Ok(stack)) = STACK.get() else {
+        return;
+    };
     let Some(start) = proc_starttime(pid) else {
         return;
     };
-    let path = stack().dir.join("children");
+    let path = stack.dir.join("children");
     if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(path) {
         let _ = writeln!(f, "{pid} {start}");
     }
