@@ -1,0 +1,344 @@
+//! Coordinator benchmarks (not tests): JoinGroup+SyncGroup+Heartbeat ops/s through the state machine
+//! on one core, heap for 10,000 groups × 10 members, and, when `KELP_BIN` names a kelp binary, the
+//! same ops through a running kelp (raw frames, `KELP_BENCH_CLIENTS` connections, default 1,8).
+//! Rebalance latency with real clients is `benches/rebalance_latency.py`.
+//!
+//! `KELP_BIN=target/release/kelp cargo bench --bench coordinator`
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kelp::group::{Call, Config, Coordinator, Output, Request, Response};
+
+/// Counts live heap bytes, so group memory is measured exactly rather than through RSS noise.
+struct Counting;
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+fn join(group: &str, member: &str) -> JoinGroupRequest {
+    JoinGroupRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_session_timeout_ms(30_000)
+        .with_rebalance_timeout_ms(30_000)
+        .with_member_id(s(member))
+        .with_protocol_type(s("consumer"))
+        .with_protocols(vec![JoinGroupRequestProtocol::default()
+            .with_name(s("range"))
+            .with_metadata(Bytes::from_static(&[
+                0, 1, 0, 0, 0, 1, 0, 5, b't', b'o', b'p', b'i', b'c', 0, 0, 0, 0,
+            ]))])
+}
+
+fn sync(group: &str, member: &str, generation: i32, members: &[String]) -> SyncGroupRequest {
+    SyncGroupRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_generation_id(generation)
+        .with_member_id(s(member))
+        .with_protocol_type(Some(s("consumer")))
+        .with_protocol_name(Some(s("range")))
+        .with_assignments(
+            members
+                .iter()
+                .map(|m| {
+                    SyncGroupRequestAssignment::default()
+                        .with_member_id(s(m))
+                        .with_assignment(Bytes::from_static(b"assignment-bytes"))
+                })
+                .collect(),
+        )
+}
+
+fn heartbeat(group: &str, member: &str, generation: i32) -> HeartbeatRequest {
+    HeartbeatRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_generation_id(generation)
+        .with_member_id(s(member))
+}
+
+/// Drives the state machine directly.
+struct Machine {
+    c: Coordinator,
+    out: Vec<Output>,
+    token: u64,
+    now: u64,
+}
+
+impl Machine {
+    fn new() -> Machine {
+        let config = Config {
+            // Joins issued back to back land in one join phase, completed by the next ticks.
+            initial_rebalance_delay_ms: 1,
+            ..Config::default()
+        };
+        Machine {
+            c: Coordinator::with_seed(config, 1),
+            out: Vec::new(),
+            token: 0,
+            now: 0,
+        }
+    }
+    fn call(&mut self, version: i16, request: Request) {
+        self.token += 1;
+        let call = Call {
+            token: self.token,
+            api_version: version,
+            client_id: "bench".into(),
+            client_host: "/127.0.0.1".into(),
+            request,
+        };
+        self.c.handle(self.now, call, &mut self.out);
+    }
+    fn replies(&mut self) -> Vec<Response> {
+        self.out
+            .drain(..)
+            .filter_map(|o| match o {
+                Output::Reply { response, .. } => Some(response),
+                Output::Event(_) => None,
+            })
+            .collect()
+    }
+    /// Forms `group` with `n` members (joins v3, no MEMBER_ID_REQUIRED round); returns member ids and generation.
+    fn form(&mut self, group: &str, n: usize) -> (Vec<String>, i32) {
+        for _ in 0..n {
+            self.call(3, Request::JoinGroup(join(group, "")));
+        }
+        let mut members = Vec::new();
+        let mut generation = 0;
+        let mut leader = String::new();
+        for _ in 0..10 {
+            self.now += 1;
+            self.c.tick(self.now, &mut self.out);
+            for r in self.replies() {
+                if let Response::JoinGroup(j) = r {
+                    members.push(j.member_id.to_string());
+                    generation = j.generation_id;
+                    leader = j.leader.to_string();
+                }
+            }
+            if members.len() == n {
+                break;
+            }
+        }
+        assert_eq!(members.len(), n, "join phase incomplete for {group}");
+        let followers: Vec<String> = members.iter().filter(|m| **m != leader).cloned().collect();
+        for m in &followers {
+            self.call(3, Request::SyncGroup(sync(group, m, generation, &[])));
+        }
+        self.call(
+            3,
+            Request::SyncGroup(sync(group, &leader, generation, &members)),
+        );
+        let synced = self.replies().len();
+        assert_eq!(synced, n, "sync incomplete for {group}");
+        (members, generation)
+    }
+}
+
+fn machine_ops() -> (f64, f64) {
+    // Join+Sync+Heartbeat cycles for many one-member groups: 3 requests each.
+    let mut m = Machine::new();
+    let groups = 50_000;
+    let start = Instant::now();
+    for g in 0..groups {
+        let group = format!("g{g}");
+        let (members, generation) = m.form(&group, 1);
+        m.call(
+            3,
+            Request::Heartbeat(heartbeat(&group, &members[0], generation)),
+        );
+        m.out.clear();
+    }
+    let cycle = (groups * 3) as f64 / start.elapsed().as_secs_f64();
+    // Steady state: heartbeats against formed groups.
+    let (members, generation) = m.form("hb", 10);
+    let beats = 500_000;
+    let start = Instant::now();
+    for i in 0..beats {
+        m.call(
+            3,
+            Request::Heartbeat(heartbeat("hb", &members[i % members.len()], generation)),
+        );
+        m.out.clear();
+    }
+    (cycle, beats as f64 / start.elapsed().as_secs_f64())
+}
+
+fn machine_memory() -> f64 {
+    let before = LIVE.load(Ordering::Relaxed);
+    let mut m = Machine::new();
+    for g in 0..10_000 {
+        m.form(&format!("memory-group-{g:05}"), 10);
+    }
+    m.out.shrink_to_fit();
+    let after = LIVE.load(Ordering::Relaxed);
+    assert_eq!(m.c.group_count(), 10_000);
+    (after - before) as f64 / (1024.0 * 1024.0)
+}
+
+// ---- through a running kelp ----
+
+struct Conn {
+    stream: TcpStream,
+    corr: i32,
+}
+
+impl Conn {
+    fn new(addr: &str) -> Conn {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_nodelay(true).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        Conn { stream, corr: 0 }
+    }
+    fn frame<T: Encodable>(&mut self, api: ApiKey, version: i16, body: &T) -> Vec<u8> {
+        self.corr += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(api as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(self.corr)
+            .with_client_id(Some(s("bench")));
+        let mut buf = BytesMut::new();
+        header
+            .encode(&mut buf, api.request_header_version(version))
+            .unwrap();
+        body.encode(&mut buf, version).unwrap();
+        let mut frame = (buf.len() as i32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&buf);
+        frame
+    }
+    fn recv<T: Decodable>(&mut self, api: ApiKey, version: i16) -> T {
+        let mut len = [0u8; 4];
+        self.stream.read_exact(&mut len).expect("response length");
+        let mut buf = vec![0u8; i32::from_be_bytes(len) as usize];
+        self.stream.read_exact(&mut buf).expect("response body");
+        let mut buf = Bytes::from(buf);
+        ResponseHeader::decode(&mut buf, api.response_header_version(version)).unwrap();
+        T::decode(&mut buf, version).unwrap()
+    }
+    fn call<Q: Encodable, R: Decodable>(&mut self, api: ApiKey, version: i16, body: &Q) -> R {
+        let frame = self.frame(api, version, body);
+        self.stream.write_all(&frame).unwrap();
+        self.recv(api, version)
+    }
+}
+
+fn start_kelp(bin: &str, backend: &str, extra: &[&str]) -> (Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mport = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = Command::new(bin)
+        .args([
+            "--listen",
+            &addr,
+            "--backend",
+            backend,
+            "--metrics-listen",
+            &format!("127.0.0.1:{mport}"),
+        ])
+        .args(["--group-initial-rebalance-delay-ms", "0"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(match std::env::var("KELP_BENCH_LOG") {
+            Ok(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
+            Err(_) => Stdio::null(),
+        })
+        .spawn()
+        .expect("spawn kelp");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "kelp did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, addr)
+}
+
+/// Join+Sync+Heartbeat cycles through kelp from `clients` connections in parallel (one-member groups).
+fn kelp_ops(addr: &str, clients: usize, cycles: usize) -> f64 {
+    let start = Instant::now();
+    let threads: Vec<_> = (0..clients)
+        .map(|c| {
+            let addr = addr.to_string();
+            std::thread::spawn(move || {
+                let mut conn = Conn::new(&addr);
+                for i in 0..cycles {
+                    let group = format!("ops-{clients}-{c}-{i}");
+                    let j: JoinGroupResponse = conn.call(ApiKey::JoinGroup, 3, &join(&group, ""));
+                    let member = j.member_id.to_string();
+                    let _: SyncGroupResponse = conn.call(
+                        ApiKey::SyncGroup,
+                        3,
+                        &sync(&group, &member, j.generation_id, &[member.clone()]),
+                    );
+                    let h: HeartbeatResponse = conn.call(
+                        ApiKey::Heartbeat,
+                        3,
+                        &heartbeat(&group, &member, j.generation_id),
+                    );
+                    assert_eq!(h.error_code, 0);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    (clients * cycles * 3) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let (cycle, beats) = machine_ops();
+    let memory = machine_memory();
+    println!("| measurement | value |");
+    println!("|---|---|");
+    println!(
+        "| state machine, Join+Sync+Heartbeat (1-member groups), one core | {cycle:.0} ops/s |"
+    );
+    println!("| state machine, Heartbeat on a 10-member group, one core | {beats:.0} ops/s |");
+    println!("| heap for 10,000 groups x 10 members (counting allocator) | {memory:.1} MiB |");
+    if let Ok(bin) = std::env::var("KELP_BIN") {
+        let (mut kelp, addr) = start_kelp(&bin, "127.0.0.1:1", &[]);
+        let counts: Vec<usize> = std::env::var("KELP_BENCH_CLIENTS")
+            .map(|v| v.split(',').filter_map(|c| c.parse().ok()).collect())
+            .unwrap_or_else(|_| vec![1, 8]);
+        for clients in counts {
+            let ops = kelp_ops(&addr, clients, 4000 / clients.min(4));
+            println!(
+                "| running kelp, Join+Sync+Heartbeat, {clients} connection(s) | {ops:.0} ops/s |"
+            );
+        }
+        let _ = kelp.kill();
+    }
+}
