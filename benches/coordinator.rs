@@ -300,7 +300,7 @@ fn kelp_ops(addr: &str, clients: usize, cycles: usize) -> f64 {
                     let _: SyncGroupResponse = conn.call(
                         ApiKey::SyncGroup,
                         3,
-                        &sync(&group, &member, j.generation_id, &[member.clone()]),
+                        &sync(&group, &member, j.generation_id, std::slice::from_ref(&member)),
                     );
                     let h: HeartbeatResponse = conn.call(
                         ApiKey::Heartbeat,

@@ -145,6 +145,13 @@ async fn run(
             match output {
                 Output::Reply { token, response } => {
                     tracing::trace!(token, response = ?response, "group reply");
+                    let (api, error) = response_error(&response);
+                    if error != 0 {
+                        metrics
+                            .request_errors
+                            .with_label_values(&[api, &crate::metrics::error_name(error)])
+                            .inc();
+                    }
                     if let Some(reply) = waiting.remove(&token) {
                         let _ = reply.send(response);
                     }
@@ -152,6 +159,61 @@ async fn run(
                 Output::Event(event) => metrics.group_event(&event),
             }
         }
+    }
+}
+
+/// The API name and the first error code a response carries (top level first, then per item).
+fn response_error(response: &Response) -> (&'static str, i16) {
+    fn first(codes: impl IntoIterator<Item = i16>) -> i16 {
+        codes.into_iter().find(|c| *c != 0).unwrap_or(0)
+    }
+    match response {
+        Response::JoinGroup(r) => ("JoinGroup", r.error_code),
+        Response::SyncGroup(r) => ("SyncGroup", r.error_code),
+        Response::Heartbeat(r) => ("Heartbeat", r.error_code),
+        Response::LeaveGroup(r) => (
+            "LeaveGroup",
+            first(std::iter::once(r.error_code).chain(r.members.iter().map(|m| m.error_code))),
+        ),
+        Response::OffsetCommit(r) => (
+            "OffsetCommit",
+            first(
+                r.topics
+                    .iter()
+                    .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
+            ),
+        ),
+        Response::OffsetFetch(r) => (
+            "OffsetFetch",
+            first(
+                std::iter::once(r.error_code)
+                    .chain(r.groups.iter().map(|g| g.error_code))
+                    .chain(
+                        r.topics
+                            .iter()
+                            .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
+                    ),
+            ),
+        ),
+        Response::OffsetDelete(r) => (
+            "OffsetDelete",
+            first(
+                std::iter::once(r.error_code).chain(
+                    r.topics
+                        .iter()
+                        .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
+                ),
+            ),
+        ),
+        Response::DescribeGroups(r) => (
+            "DescribeGroups",
+            first(r.groups.iter().map(|g| g.error_code)),
+        ),
+        Response::ListGroups(r) => ("ListGroups", r.error_code),
+        Response::DeleteGroups(r) => (
+            "DeleteGroups",
+            first(r.results.iter().map(|g| g.error_code)),
+        ),
     }
 }
 

@@ -147,7 +147,7 @@ fn shared_client_id_members_own_partitions_once_and_survive_kill_leave_and_join(
     );
     assert_eq!(produced.acked, second);
     let want: HashSet<(i32, i64)> = {
-        let mut s = distinct(&[all.clone()]);
+        let mut s = distinct(std::slice::from_ref(&all));
         s.extend(produced.delivered.iter().map(|d| (d.partition, d.offset)));
         s
     };

@@ -176,10 +176,11 @@ pub enum Event {
         group: String,
         cause: EvictionCause,
     },
-    /// One per OffsetCommit request; `ok` when every partition was accepted.
+    /// One per OffsetCommit request: `error` is 0 when every partition was accepted, else the
+    /// group-level error or the first partition's error.
     OffsetCommit {
         group: String,
-        ok: bool,
+        error: i16,
     },
     GroupDeleted {
         group: String,

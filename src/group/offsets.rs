@@ -62,7 +62,7 @@ pub(crate) fn commit(
 
     let expire_timestamp = (meta.version <= 4 && req.retention_time_ms != -1)
         .then(|| now.saturating_add_signed(req.retention_time_ms));
-    let mut all_ok = true;
+    let mut first_error = group_error.unwrap_or(code::NONE);
     let mut response = OffsetCommitResponse::default();
     for topic in &req.topics {
         let mut t = OffsetCommitResponseTopic::default();
@@ -85,7 +85,9 @@ pub(crate) fn commit(
                     code::NONE
                 }
             };
-            all_ok &= error == code::NONE;
+            if first_error == code::NONE {
+                first_error = error;
+            }
             let mut r = OffsetCommitResponsePartition::default();
             r.partition_index = p.partition_index;
             r.error_code = error;
@@ -95,7 +97,7 @@ pub(crate) fn commit(
     }
     cx.event(Event::OffsetCommit {
         group: group_id,
-        ok: all_ok && group_error.is_none(),
+        error: first_error,
     });
     cx.reply(meta.token, Response::OffsetCommit(response));
 }

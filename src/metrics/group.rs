@@ -37,7 +37,18 @@ const REASONS: [&str; 10] = [
     "load",
 ];
 const CAUSES: [&str; 4] = ["session_expiry", "sync_timeout", "join_timeout", "max_size"];
-const RESULTS: [&str; 2] = ["ok", "error"];
+/// Commit results removed with a group's series (others are removed when seen, see `seen_results`).
+const RESULTS: [&str; 9] = [
+    "ok",
+    "illegal_generation",
+    "unknown_member_id",
+    "rebalance_in_progress",
+    "coordinator_not_available",
+    "offset_metadata_too_large",
+    "fenced_instance_id",
+    "group_id_not_found",
+    "coordinator_load_in_progress",
+];
 
 struct Tracked {
     mode: &'static str,
@@ -209,10 +220,10 @@ impl GroupMetrics {
                     .with_label_values(&[g, mode, cause.as_str()])
                     .inc();
             }
-            Event::OffsetCommit { group, ok } => {
+            Event::OffsetCommit { group, error } => {
                 let g = self.label(&mut tracked, group, mode);
-                let result = if *ok { "ok" } else { "error" };
-                self.commits.with_label_values(&[g, mode, result]).inc();
+                let result = super::error_name(*error);
+                self.commits.with_label_values(&[g, mode, &result]).inc();
             }
             Event::GroupDeleted { group } => {
                 if let Some(t) = tracked.remove(group.as_str()) {

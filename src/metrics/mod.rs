@@ -15,6 +15,29 @@ use prometheus::{
 
 use crate::protocol::kelp_range;
 
+/// A Kafka error code as a metric label: `illegal_generation`, `unknown_member_id`, … ("ok" for 0).
+pub fn error_name(code: i16) -> String {
+    let Some(error) = kafka_protocol::ResponseError::try_from_code(code) else {
+        return "ok".to_string();
+    };
+    if let kafka_protocol::ResponseError::Unknown(code) = error {
+        return format!("error_{code}");
+    }
+    let camel = error.to_string();
+    let mut snake = String::with_capacity(camel.len() + 8);
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                snake.push('_');
+            }
+            snake.push(c.to_ascii_lowercase());
+        } else {
+            snake.push(c);
+        }
+    }
+    snake
+}
+
 /// Where a request went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Path {
@@ -233,5 +256,30 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_names_are_snake_case_kafka_names() {
+        assert_eq!(error_name(0), "ok");
+        assert_eq!(error_name(22), "illegal_generation");
+        assert_eq!(error_name(25), "unknown_member_id");
+        assert_eq!(error_name(27), "rebalance_in_progress");
+        assert_eq!(error_name(-1), "unknown_server_error");
+        assert_eq!(error_name(9999), "error_9999");
+    }
+
+    #[test]
+    fn render_includes_proxy_and_build_metrics() {
+        let m = Metrics::new();
+        m.connection_error("frame_too_large");
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(text.contains(r#"kelp_connection_errors_total{reason="frame_too_large"} 1"#));
+        assert!(text.contains("kelp_build_info{version="));
+        assert!(text.contains(r#"kelp_config_reloads_total{result="error"} 0"#));
     }
 }

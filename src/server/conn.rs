@@ -35,6 +35,9 @@ const MAX_IN_FLIGHT: usize = 128;
 /// coordinator could not answer (the connection is then closed so the client reconnects).
 pub type LocalReply = Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>;
 
+/// A coordinator reply tagged with the sequence number of its response slot.
+type SlotReply = Pin<Box<dyn Future<Output = (u64, Option<Bytes>)> + Send>>;
+
 /// A codec whose frames keep their 4-byte length prefix, so forwarding needs no re-encoding.
 pub fn frame_codec(max_frame_bytes: u32) -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
@@ -199,7 +202,7 @@ struct Conn {
     /// Entries of `expect` that are not silent: responses the client is waiting for.
     outstanding: usize,
     slots: Slots,
-    local: FuturesUnordered<Pin<Box<dyn Future<Output = (u64, Option<Bytes>)> + Send>>>,
+    local: FuturesUnordered<SlotReply>,
 }
 
 impl Conn {
