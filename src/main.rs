@@ -52,12 +52,28 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-fn main() {
-    let config = Config::parse();
+/// Parses the command line; a bad value exits with one line naming the flag (help and version print
+/// as usual).
+fn parse_config() -> Config {
+    let config = match Config::try_parse() {
+        Ok(config) => config,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let text = e.to_string();
+            let line = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("kelp: {}", line.trim_start_matches("error: "));
+            std::process::exit(2);
+        }
+    };
     if let Err(e) = config.validate() {
         eprintln!("kelp: {e}");
         std::process::exit(2);
     }
+    config
+}
+
+fn main() {
+    let config = parse_config();
     init_logging(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
