@@ -157,6 +157,7 @@ async fn run(
                     }
                 }
                 Output::Event(event) => metrics.group_event(&event),
+                Output::Persist(_) | Output::Import { .. } => {}
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The admin APIs: DescribeGroups (15, v0–6), ListGroups (16, v0–5) and DeleteGroups (42, v0–2),
 //! GROUP_SEMANTICS.md §2.8–§2.10. An unknown group is "Dead" (error 0) before DescribeGroups v6 and
-//! GROUP_ID_NOT_FOUND from v6. Only Empty groups can be deleted.
+//! GROUP_ID_NOT_FOUND from v6. Only Empty groups can be deleted; with a store, the answer waits for
+//! the tombstone, and a failed tombstone puts the group back.
 
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
@@ -11,9 +12,11 @@ use kafka_protocol::messages::{
 };
 
 use super::group::{code, Group};
+use super::persist::HeldDelete;
 use super::rebalance::{delete_group, sb};
 use super::state::GroupState;
-use super::{CallMeta, Coordinator, Millis, Output, Response};
+use super::store::TopicMap;
+use super::{CallMeta, Coordinator, Event, Millis, Output, Response, Token};
 
 /// READ | DELETE | DESCRIBE: what a group allows when there is no authorizer.
 const GROUP_AUTHORIZED_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
@@ -27,6 +30,11 @@ pub(crate) fn describe(
     let mut response = DescribeGroupsResponse::default();
     for id in &req.groups {
         let mut d = match c.groups.get(id.as_str()) {
+            _ if c.loading => {
+                let mut d = DescribedGroup::default();
+                d.error_code = code::COORDINATOR_LOAD_IN_PROGRESS;
+                d
+            }
             Some(g) => described(g),
             None => {
                 let mut d = DescribedGroup::default();
@@ -97,6 +105,14 @@ pub(crate) fn list(
         Vec::new()
     };
     let mut response = ListGroupsResponse::default();
+    if c.loading {
+        response.error_code = code::COORDINATOR_LOAD_IN_PROGRESS;
+        out.push(Output::Reply {
+            token: meta.token,
+            response: Response::ListGroups(response),
+        });
+        return;
+    }
     let wanted = |filter: &[&str], value: &str| {
         filter.is_empty() || filter.iter().any(|f| f.eq_ignore_ascii_case(value))
     };
@@ -126,14 +142,18 @@ pub(crate) fn delete(
     out: &mut Vec<Output>,
 ) {
     let token = meta.token;
+    let loading = c.loading;
     let mut response = DeleteGroupsResponse::default();
+    let mut outstanding = 0;
     {
         let (groups, store, mut cx) = c.parts(now, out);
-        for id in &req.groups_names {
+        for (index, id) in req.groups_names.iter().enumerate() {
             let error = match groups.get(id.as_str()).map(|g| g.state) {
+                _ if loading => code::COORDINATOR_LOAD_IN_PROGRESS,
                 None => code::GROUP_ID_NOT_FOUND,
                 Some(GroupState::Empty) => {
-                    delete_group(groups, store, &mut cx, id);
+                    delete_group(groups, store, &mut cx, id, Some((token, index)));
+                    outstanding += 1;
                     code::NONE
                 }
                 Some(_) => code::NON_EMPTY_GROUP,
@@ -144,8 +164,65 @@ pub(crate) fn delete(
             response.results.push(r);
         }
     }
+    if outstanding > 0 {
+        let held = HeldDelete {
+            response,
+            outstanding,
+        };
+        c.persist.held_deletes.insert(token, held);
+        return;
+    }
     out.push(Output::Reply {
         token,
         response: Response::DeleteGroups(response),
     });
+}
+
+/// A tombstone settled. If it failed, a group deleted by DeleteGroups comes back (unless one of
+/// the same id exists again) and its result carries the error. The DeleteGroups answer goes out
+/// with its last tombstone.
+pub(crate) fn tombstone_settled(
+    c: &mut Coordinator,
+    group: &str,
+    token: Option<Token>,
+    index: usize,
+    restore: Option<Box<(Group, TopicMap)>>,
+    outcome: Result<(), i16>,
+    out: &mut Vec<Output>,
+) {
+    if let (Err(_), Some(restore)) = (&outcome, restore) {
+        if !c.groups.contains_key(group) {
+            let (g, offsets) = *restore;
+            out.push(Output::Event(Event::StateChanged {
+                group: group.to_string(),
+                state: g.state,
+            }));
+            out.push(Output::Event(Event::GenerationChanged {
+                group: group.to_string(),
+                generation: g.generation,
+            }));
+            out.push(Output::Event(Event::MembersChanged {
+                group: group.to_string(),
+                members: g.members.len(),
+            }));
+            c.groups.insert(group.to_string(), g);
+            c.offsets.put_group(group, offsets);
+        }
+    }
+    let Some(token) = token else { return };
+    let Some(held) = c.persist.held_deletes.get_mut(&token) else {
+        return;
+    };
+    if let (Err(error), Some(r)) = (outcome, held.response.results.get_mut(index)) {
+        r.error_code = error;
+    }
+    held.outstanding = held.outstanding.saturating_sub(1);
+    if held.outstanding == 0 {
+        if let Some(held) = c.persist.held_deletes.remove(&token) {
+            out.push(Output::Reply {
+                token,
+                response: Response::DeleteGroups(held.response),
+            });
+        }
+    }
 }

@@ -7,6 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use bytes::Bytes;
 use indexmap::IndexMap;
 
+use super::persist::WriteId;
 use super::state::GroupState;
 use super::{Millis, Token};
 
@@ -14,6 +15,7 @@ use super::{Millis, Token};
 pub(crate) mod code {
     pub const NONE: i16 = 0;
     pub const OFFSET_METADATA_TOO_LARGE: i16 = 12;
+    pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
     pub const ILLEGAL_GENERATION: i16 = 22;
     pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
     pub const INVALID_GROUP_ID: i16 = 24;
@@ -111,6 +113,11 @@ pub(crate) struct Group {
     pub subscribed_topics: Option<BTreeSet<String>>,
     /// When the current rebalance (since the group was last Stable or Empty) began.
     pub rebalance_started: Option<Millis>,
+    /// Which group object this is (a deleted and re-created group gets a new one), so a write
+    /// that completes late does not touch a successor (`persist.rs`).
+    pub incarnation: u64,
+    /// The record write of the leader's SyncGroup this round waits for.
+    pub assignment_write: Option<WriteId>,
 }
 
 impl Group {
@@ -131,6 +138,8 @@ impl Group {
             new_member_added: false,
             subscribed_topics: None,
             rebalance_started: None,
+            incarnation: 0,
+            assignment_write: None,
         }
     }
 

@@ -16,12 +16,16 @@ pub(crate) fn handle(
     req: HeartbeatRequest,
     out: &mut Vec<Output>,
 ) {
+    let loading = c.loading;
     let (groups, _, mut cx) = c.parts(now, out);
     let error = (|| {
         if req.group_id.is_empty() {
             return code::INVALID_GROUP_ID;
         }
-        // (Loading state, once a store exists: answer 0 here, "respond blindly".)
+        if loading {
+            // §1.2: "respond blindly" while the groups are loaded.
+            return code::NONE;
+        }
         let Some(g) = groups.get(req.group_id.as_str()) else {
             return code::UNKNOWN_MEMBER_ID;
         };

@@ -4,9 +4,11 @@
 //! (MEMBER_ID_REQUIRED); v7+ has a nullable ProtocolName; v9 lets a static leader skip assignment.
 
 use bytes::Bytes;
-use kafka_protocol::messages::JoinGroupRequest;
+use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 
 use super::group::{code, Group, Member, Protocol, Waiter};
+use super::load::record;
+use super::persist::{Effect, Write};
 use super::rebalance::{
     add_member, create_group, current_members, evict, join_error, join_ok,
     maybe_complete_join_phase, maybe_prepare_rebalance_or_complete_join, prepare_rebalance, Ctx,
@@ -68,6 +70,7 @@ pub(crate) fn handle(
             .collect(),
         meta,
     };
+    let loading = c.loading;
     let (groups, _, mut cx) = c.parts(now, out);
     let cx = &mut cx;
 
@@ -79,7 +82,9 @@ pub(crate) fn handle(
     {
         return j.fail(cx, code::INVALID_SESSION_TIMEOUT, &j.member_id);
     }
-    // (Loading, once a store exists: COORDINATOR_LOAD_IN_PROGRESS here.)
+    if loading {
+        return j.fail(cx, code::COORDINATOR_LOAD_IN_PROGRESS, &j.member_id);
+    }
     if !groups.contains_key(&group_id) {
         if !j.member_id.is_empty() {
             return j.fail(cx, code::UNKNOWN_MEMBER_ID, &j.member_id);
@@ -272,7 +277,8 @@ fn replace_static_member(g: &mut Group, cx: &mut Ctx, j: Join, old_id: &str, new
 
     match g.state {
         GroupState::Stable if g.select_protocol() == g.protocol_name => {
-            // No rebalance: answer at once with the same generation. (Persistence point, §3.9.)
+            // No rebalance: the same generation, answered once the record with the new member
+            // id is stored (persistence point, §3.9).
             if let Some(m) = g.members.get_mut(new_id) {
                 m.join_waiter = None;
             }
@@ -290,7 +296,16 @@ fn replace_static_member(g: &mut Group, cx: &mut Ctx, j: Join, old_id: &str, new
                 // The old leader id makes a restarted leader behave as a follower.
                 join_ok(g, version, new_id, &leader_before, Vec::new(), false)
             };
-            cx.reply(j.meta.token, Response::JoinGroup(response));
+            let rec = cx.persist.durable.then(|| record(g, cx.now, None));
+            let effect = Effect::StaticJoin {
+                token: j.meta.token,
+                version,
+                response,
+                old_id: old_id.to_string(),
+                new_id: new_id.to_string(),
+                generation: g.generation,
+            };
+            cx.persist(g, move || Write::Record(rec.unwrap_or_default()), effect);
         }
         GroupState::Stable => {
             maybe_prepare_rebalance_or_complete_join(g, cx, RebalanceReason::StaticProtocolChange)
@@ -300,4 +315,48 @@ fn replace_static_member(g: &mut Group, cx: &mut Ctx, j: Join, old_id: &str, new
         }
         _ => maybe_complete_join_phase(g, cx),
     }
+}
+
+/// The record of a static member's replacement settled: answer its JoinGroup, or (failure) put
+/// the old member id back if nothing moved meanwhile and answer the error with MemberId "" (§3.7).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn static_join_settled(
+    c: &mut Coordinator,
+    now: Millis,
+    group: &str,
+    same_group: bool,
+    (token, version, response): (super::Token, i16, JoinGroupResponse),
+    (old_id, new_id, generation): (&str, &str, i32),
+    outcome: Result<(), i16>,
+    out: &mut Vec<Output>,
+) {
+    let (groups, _, mut cx) = c.parts(now, out);
+    let cx = &mut cx;
+    let error = match outcome {
+        Ok(()) => return cx.reply(token, Response::JoinGroup(response)),
+        Err(error) => error,
+    };
+    let g = groups.get_mut(group).filter(|g| {
+        same_group
+            && g.state == GroupState::Stable
+            && g.generation == generation
+            && g.members.contains_key(new_id)
+            && !g.members.contains_key(old_id)
+    });
+    if let Some(g) = g {
+        if let Some((join, sync)) = g.replace_member_id(new_id, old_id) {
+            for w in join.into_iter() {
+                let r = join_error(w.version, error, "");
+                cx.reply(w.token, Response::JoinGroup(r));
+            }
+            for w in sync.into_iter() {
+                let r = super::rebalance::sync_response(None, error, Bytes::new());
+                cx.reply(w.token, Response::SyncGroup(r));
+            }
+        }
+        cx.cancel_heartbeat(&g.id, new_id);
+        let session = g.members.get(old_id).map_or(0, |m| m.session_timeout_ms);
+        cx.arm_heartbeat(&g.id, old_id, session);
+    }
+    cx.reply(token, Response::JoinGroup(join_error(version, error, "")));
 }

@@ -28,6 +28,7 @@ pub(crate) fn handle(
     req: LeaveGroupRequest,
     out: &mut Vec<Output>,
 ) {
+    let loading = c.loading;
     let (groups, _, mut cx) = c.parts(now, out);
     let cx = &mut cx;
     let batched = meta.version >= 3;
@@ -45,10 +46,12 @@ pub(crate) fn handle(
     let group = if req.group_id.is_empty() {
         response.error_code = code::INVALID_GROUP_ID;
         None
+    } else if loading {
+        response.error_code = code::COORDINATOR_LOAD_IN_PROGRESS;
+        None
     } else {
         groups.get_mut(req.group_id.as_str())
     };
-    // (Loading, once a store exists: top-level COORDINATOR_LOAD_IN_PROGRESS here.)
     let results: Vec<i16> = match group {
         None if response.error_code != code::NONE => Vec::new(),
         // Group missing: every member is unknown.

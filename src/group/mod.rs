@@ -19,8 +19,14 @@
 //!   effect at its own deadline, so a late tick behaves like a punctual one.
 //! - `now` must not go backwards. Member ids are seeded per process (`new`), so a restarted kelp
 //!   never hands out an id an old client still holds.
-//! - No store yet: offsets live in memory (`store.rs`); persistence points are marked in the code.
-//!   Loading (COORDINATOR_LOAD_IN_PROGRESS) would be checked right after the group id in each API.
+//! - Durability (`Config::durable`, set when the shell has a store): offset commits, offset and
+//!   group deletions and the group record at Kafka's persistence points (§3.9) come out as
+//!   `Output::Persist`. The reply that depends on a write is held until the shell reports its
+//!   outcome with `persisted`; writes of one group must be performed in emission order. An
+//!   `Output::Import` asks for the gateway's offsets of a group kelp has none for (answer with
+//!   `imported`). Without a store, writes succeed at once and neither output appears.
+//! - Startup with a store: `begin_loading`, then `load` with what the store holds. In between,
+//!   group APIs answer COORDINATOR_LOAD_IN_PROGRESS (14) and Heartbeat 0 (§1.2).
 
 mod describe;
 // `group/group.rs` holds the `Group` struct.
@@ -28,9 +34,12 @@ mod describe;
 mod group;
 mod heartbeat;
 mod ids;
+mod import;
 mod join;
 mod leave;
+mod load;
 mod offsets;
+mod persist;
 mod rebalance;
 mod retention;
 mod state;
@@ -51,11 +60,14 @@ use kafka_protocol::messages::{
     OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse,
 };
 
+pub use persist::{GroupRecord, LoadedGroup, MemberRecord, OffsetEntry, Persist, Write, WriteId};
 pub use state::{EvictionCause, GroupState, RebalanceReason};
 pub use store::CommittedOffset;
 
 use group::Group;
 use ids::IdGen;
+use import::Imports;
+use persist::Persistence;
 use rebalance::Ctx;
 use store::OffsetStore;
 use timers::Timers;
@@ -79,6 +91,9 @@ pub struct Config {
     pub offsets_retention_ms: u64,
     /// How often expired offsets and empty groups are cleaned up (default 600000).
     pub offsets_retention_check_interval_ms: u64,
+    /// A store backs the coordinator: writes come out as `Output::Persist` and the replies that
+    /// depend on them wait for `persisted` (default false: everything stays in memory).
+    pub durable: bool,
 }
 
 impl Default for Config {
@@ -92,6 +107,7 @@ impl Default for Config {
             new_member_join_timeout_ms: 300_000,
             offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
             offsets_retention_check_interval_ms: 600_000,
+            durable: false,
         }
     }
 }
@@ -146,6 +162,10 @@ pub enum Output {
     Reply { token: Token, response: Response },
     /// A metric event.
     Event(Event),
+    /// A write for the shell to make in the store; report its outcome with `persisted`.
+    Persist(Persist),
+    /// Read the gateway's committed offsets of `group` (read-only); answer with `imported`.
+    Import { id: WriteId, group: String },
 }
 
 /// Metric events (METRICS.md). State and generation changes are reported at every transition.
@@ -194,6 +214,10 @@ pub struct Coordinator {
     offsets: OffsetStore,
     timers: Timers,
     ids: IdGen,
+    persist: Persistence,
+    imports: Imports,
+    /// Between `begin_loading` and `load`.
+    loading: bool,
 }
 
 /// The parts of a `Call` besides its request.
@@ -217,11 +241,14 @@ impl Coordinator {
 
     fn with_ids(config: Config, ids: IdGen) -> Self {
         Coordinator {
+            persist: Persistence::new(config.durable),
             config,
             groups: BTreeMap::new(),
             offsets: OffsetStore::default(),
             timers: Timers::default(),
             ids,
+            imports: Imports::default(),
+            loading: false,
         }
     }
 
@@ -243,6 +270,18 @@ impl Coordinator {
             client_id,
             client_host,
         };
+        self.dispatch(now, meta, request, out);
+        self.settle(now, out);
+    }
+
+    /// Runs one request through its API (also used to replay calls parked on an import).
+    pub(crate) fn dispatch(
+        &mut self,
+        now: Millis,
+        meta: CallMeta,
+        request: Request,
+        out: &mut Vec<Output>,
+    ) {
         match request {
             Request::JoinGroup(r) => join::handle(self, now, meta, r, out),
             Request::SyncGroup(r) => sync::handle(self, now, meta, r, out),
@@ -250,18 +289,79 @@ impl Coordinator {
             Request::LeaveGroup(r) => leave::handle(self, now, meta, r, out),
             Request::OffsetCommit(r) => offsets::commit(self, now, meta, r, out),
             Request::OffsetFetch(r) => offsets::fetch(self, meta, r, out),
-            Request::OffsetDelete(r) => offsets::delete(self, meta, r, out),
+            Request::OffsetDelete(r) => offsets::delete(self, now, meta, r, out),
             Request::DescribeGroups(r) => describe::describe(self, meta, r, out),
             Request::ListGroups(r) => describe::list(self, meta, r, out),
             Request::DeleteGroups(r) => describe::delete(self, now, meta, r, out),
         }
+    }
+
+    /// Applies the writes whose turn has come and fires timers that became due (zero delays).
+    fn settle(&mut self, now: Millis, out: &mut Vec<Output>) {
+        self.apply_ready(now, out);
         self.run_timers(now, out);
+        self.apply_ready(now, out);
     }
 
     /// Fires every timer due at `now`, in deadline order.
     pub fn tick(&mut self, now: Millis, out: &mut Vec<Output>) {
         self.run_timers(now, out);
+        self.apply_ready(now, out);
         retention::ensure_armed(&mut self.timers, &self.config, now);
+    }
+
+    /// The outcome of the write `id` (an `Output::Persist`): `Ok`, or the Kafka error code to
+    /// answer with (COORDINATOR_NOT_AVAILABLE for a retriable store failure). What waited on the
+    /// write happens now, in the group's write order. Unknown ids are ignored.
+    pub fn persisted(
+        &mut self,
+        now: Millis,
+        id: WriteId,
+        outcome: Result<(), i16>,
+        out: &mut Vec<Output>,
+    ) {
+        self.run_timers(now, out);
+        if self.persist.settle(id, outcome) {
+            self.settle(now, out);
+        }
+    }
+
+    /// The gateway's committed offsets for the group of the import `id` (an `Output::Import`),
+    /// or the error code to answer the calls waiting on it with.
+    pub fn imported(
+        &mut self,
+        now: Millis,
+        id: WriteId,
+        result: Result<Vec<OffsetEntry>, i16>,
+        out: &mut Vec<Output>,
+    ) {
+        self.run_timers(now, out);
+        import::imported(self, now, id, result, out);
+        self.settle(now, out);
+    }
+
+    /// From now until `load`, group APIs answer COORDINATOR_LOAD_IN_PROGRESS (Heartbeat 0).
+    pub fn begin_loading(&mut self) {
+        self.loading = true;
+    }
+
+    pub fn is_loading(&self) -> bool {
+        self.loading
+    }
+
+    /// Restores what the store holds (§3.9, Kafka's `onLoaded`): a group with members comes back
+    /// Stable with its generation, leader, protocol and assignments, and every member gets a
+    /// session timer from `now`; a group without members comes back Empty. Ends loading.
+    pub fn load(&mut self, now: Millis, groups: Vec<LoadedGroup>, out: &mut Vec<Output>) {
+        load::load(self, now, groups, out);
+        self.loading = false;
+        self.settle(now, out);
+        retention::ensure_armed(&mut self.timers, &self.config, now);
+    }
+
+    /// Writes issued and not yet applied (for the shell's metrics and tests).
+    pub fn writes_in_flight(&self) -> usize {
+        self.persist.total_in_flight()
     }
 
     /// The earliest armed timer; call `tick` when the clock reaches it.
@@ -271,6 +371,16 @@ impl Coordinator {
 
     pub fn group_count(&self) -> usize {
         self.groups.len()
+    }
+
+    /// Applies settled writes in each group's issue order (bounded per call).
+    fn apply_ready(&mut self, now: Millis, out: &mut Vec<Output>) {
+        for _ in 0..MAX_TIMERS_PER_PASS {
+            let Some(ready) = self.persist.take_ready() else {
+                return;
+            };
+            persist::apply(self, now, ready, out);
+        }
     }
 
     /// Fires due timers in deadline order; each takes effect at its own deadline, so a late tick
@@ -304,6 +414,7 @@ impl Coordinator {
             config: &self.config,
             timers: &mut self.timers,
             ids: &mut self.ids,
+            persist: &mut self.persist,
             out,
         };
         (&mut self.groups, &mut self.offsets, cx)

@@ -1,7 +1,11 @@
 //! OffsetCommit (API 8, v2–9), OffsetFetch (API 9, v1–9) and OffsetDelete (API 47, v0):
 //! GROUP_SEMANTICS.md §2.5, §2.6, §2.11 and the fencing table of §3.8. A group-level commit error is
 //! written into every partition. OffsetFetch never checks membership. Topic existence is not
-//! checked (§7 point 2: the gateway may create topics late).
+//! checked (§7 point 2: the gateway may create topics late). With a store, an accepted commit or
+//! delete is answered only once the store acknowledged it (`persist.rs`), and the first call for a
+//! group kelp has no offsets for waits for the gateway's offsets (`import.rs`).
+
+use std::collections::BTreeSet;
 
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
@@ -19,10 +23,12 @@ use kafka_protocol::messages::{
 };
 
 use super::group::{code, Group};
+use super::import;
+use super::persist::{Effect, OffsetEntry, Write};
 use super::rebalance::{create_group, sb};
 use super::state::GroupState;
 use super::store::{CommittedOffset, OffsetStore};
-use super::{CallMeta, Coordinator, Event, Millis, Output, Response};
+use super::{CallMeta, Coordinator, Event, Millis, Output, Request, Response, Token};
 
 pub(crate) fn commit(
     c: &mut Coordinator,
@@ -31,25 +37,38 @@ pub(crate) fn commit(
     req: OffsetCommitRequest,
     out: &mut Vec<Output>,
 ) {
-    let max_metadata = c.config.offset_metadata_max_bytes;
-    let (groups, store, mut cx) = c.parts(now, out);
-    let cx = &mut cx;
     let group_id = req.group_id.0.to_string();
     let generation = req.generation_id_or_member_epoch;
-    let member_id = req.member_id.as_str();
-    let instance_id = req.group_instance_id.as_deref();
+    let loading = c.loading.then_some(code::COORDINATOR_LOAD_IN_PROGRESS);
+    let import_error = c.imports.failed(&group_id);
+    let precheck = loading
+        .or(import_error)
+        .or_else(|| match c.groups.get(&group_id) {
+            None if generation < 0 => None,
+            None if meta.version >= 9 => Some(code::GROUP_ID_NOT_FOUND),
+            None => Some(code::ILLEGAL_GENERATION),
+            Some(g) => validate_offset_commit(
+                g,
+                req.member_id.as_str(),
+                req.group_instance_id.as_deref(),
+                generation,
+            )
+            .err(),
+        });
+    if precheck.is_none() && import::needed(c, &group_id) {
+        let groups = BTreeSet::from([group_id]);
+        return import::park(c, meta, Request::OffsetCommit(req), groups, out);
+    }
 
-    // (Loading, once a store exists: COORDINATOR_LOAD_IN_PROGRESS in every partition here.)
-    let group_error = match groups.get(&group_id) {
-        None if generation < 0 => {
-            // A "simple" group: offsets committed outside any group membership.
-            create_group(groups, cx, &group_id);
-            None
-        }
-        None if meta.version >= 9 => Some(code::GROUP_ID_NOT_FOUND),
-        None => Some(code::ILLEGAL_GENERATION),
-        Some(g) => validate_offset_commit(g, member_id, instance_id, generation).err(),
-    };
+    let max_metadata = c.config.offset_metadata_max_bytes;
+    let (groups, _, mut cx) = c.parts(now, out);
+    let cx = &mut cx;
+    let member_id = req.member_id.as_str();
+    let group_error = precheck;
+    if group_error.is_none() && !groups.contains_key(&group_id) {
+        // A "simple" group: offsets committed outside any group membership.
+        create_group(groups, cx, &group_id);
+    }
     if group_error.is_none() {
         if let Some(g) = groups.get(&group_id) {
             if matches!(g.state, GroupState::Stable | GroupState::PreparingRebalance) {
@@ -62,13 +81,14 @@ pub(crate) fn commit(
 
     let expire_timestamp = (meta.version <= 4 && req.retention_time_ms != -1)
         .then(|| now.saturating_add_signed(req.retention_time_ms));
-    let mut first_error = group_error.unwrap_or(code::NONE);
     let mut response = OffsetCommitResponse::default();
-    for topic in &req.topics {
+    let mut written = Vec::new();
+    let mut values: Vec<OffsetEntry> = Vec::new();
+    for (ti, topic) in req.topics.iter().enumerate() {
         let mut t = OffsetCommitResponseTopic::default();
         t.name = topic.name.clone();
         t.topic_id = topic.topic_id;
-        for p in &topic.partitions {
+        for (pi, p) in topic.partitions.iter().enumerate() {
             let metadata = p.committed_metadata.as_deref().unwrap_or("");
             let error = match group_error {
                 Some(error) => error,
@@ -81,13 +101,11 @@ pub(crate) fn commit(
                         commit_timestamp: now,
                         expire_timestamp,
                     };
-                    store.commit(&group_id, &topic.name, p.partition_index, value);
+                    written.push((ti, pi));
+                    values.push((topic.name.to_string(), p.partition_index, value));
                     code::NONE
                 }
             };
-            if first_error == code::NONE {
-                first_error = error;
-            }
             let mut r = OffsetCommitResponsePartition::default();
             r.partition_index = p.partition_index;
             r.error_code = error;
@@ -95,11 +113,76 @@ pub(crate) fn commit(
         }
         response.topics.push(t);
     }
-    cx.event(Event::OffsetCommit {
-        group: group_id,
-        error: first_error,
+    match groups.get(&group_id) {
+        Some(g) if !values.is_empty() => {
+            let write = cx.persist.durable.then(|| values.clone());
+            let effect = Effect::Commit {
+                token: meta.token,
+                response,
+                written,
+                values,
+            };
+            cx.persist(g, move || Write::Offsets(write.unwrap_or_default()), effect);
+        }
+        _ => {
+            let error = first_error(&response).unwrap_or(group_error.unwrap_or(code::NONE));
+            cx.event(Event::OffsetCommit {
+                group: group_id,
+                error,
+            });
+            cx.reply(meta.token, Response::OffsetCommit(response));
+        }
+    }
+}
+
+/// The write of an accepted commit settled: on success the offsets are committed (in memory,
+/// unless the group was deleted meanwhile); on failure its partitions carry the error. Answers.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn commit_settled(
+    c: &mut Coordinator,
+    group: String,
+    same_group: bool,
+    token: Token,
+    mut response: OffsetCommitResponse,
+    written: Vec<(usize, usize)>,
+    values: Vec<OffsetEntry>,
+    outcome: Result<(), i16>,
+    out: &mut Vec<Output>,
+) {
+    match outcome {
+        Ok(()) if same_group => {
+            for (topic, partition, offset) in values {
+                c.offsets.commit(&group, &topic, partition, offset);
+            }
+            c.imports.mark_checked(&group);
+        }
+        Ok(()) => {}
+        Err(error) => {
+            for (ti, pi) in written {
+                let partition = response
+                    .topics
+                    .get_mut(ti)
+                    .and_then(|t| t.partitions.get_mut(pi));
+                if let Some(p) = partition {
+                    p.error_code = error;
+                }
+            }
+        }
+    }
+    let error = first_error(&response).unwrap_or(code::NONE);
+    out.push(Output::Event(Event::OffsetCommit { group, error }));
+    out.push(Output::Reply {
+        token,
+        response: Response::OffsetCommit(response),
     });
-    cx.reply(meta.token, Response::OffsetCommit(response));
+}
+
+/// The first non-zero partition error of a commit response.
+fn first_error(r: &OffsetCommitResponse) -> Option<i16> {
+    r.topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+        .find(|e| *e != code::NONE)
 }
 
 /// §3.8, Kafka's `ClassicGroup.validateOffsetCommit` for a non-transactional commit.
@@ -176,25 +259,52 @@ fn lookup(
 }
 
 /// v0–7 answer one group with a top-level error (v2+); v8+ answer a batch of groups, each with its
-/// own error. kelp has no group-level fetch errors yet (loading would be the first: v1 puts it in
-/// every partition, v2–7 at the top level, v8+ per group).
+/// own error. Group-level errors (loading 14, a failed import): v1 puts them in every requested
+/// partition, v2–7 at the top level, v8+ per group.
 pub(crate) fn fetch(
     c: &mut Coordinator,
     meta: CallMeta,
     req: OffsetFetchRequest,
     out: &mut Vec<Output>,
 ) {
+    let ids: Vec<&str> = if meta.version >= 8 {
+        req.groups.iter().map(|g| g.group_id.as_str()).collect()
+    } else {
+        vec![req.group_id.as_str()]
+    };
+    if !c.loading {
+        let importing: BTreeSet<String> = ids
+            .iter()
+            .filter(|g| import::needed(c, g))
+            .map(|g| g.to_string())
+            .collect();
+        if !importing.is_empty() {
+            return import::park(c, meta, Request::OffsetFetch(req), importing, out);
+        }
+    }
+    let group_error = |c: &Coordinator, group: &str| {
+        if c.loading {
+            Some(code::COORDINATOR_LOAD_IN_PROGRESS)
+        } else {
+            c.imports.failed(group)
+        }
+    };
     let store = &c.offsets;
     let mut response = OffsetFetchResponse::default();
     if meta.version >= 8 {
         for group in &req.groups {
+            let mut g = OffsetFetchResponseGroup::default();
+            g.group_id = group.group_id.clone();
+            if let Some(error) = group_error(c, &group.group_id) {
+                g.error_code = error;
+                response.groups.push(g);
+                continue;
+            }
             let topics = group.topics.as_ref().map(|ts| {
                 ts.iter()
                     .map(|t| (t.name.clone(), t.partition_indexes.clone()))
                     .collect()
             });
-            let mut g = OffsetFetchResponseGroup::default();
-            g.group_id = group.group_id.clone();
             for (name, partitions) in lookup(store, &group.group_id, topics) {
                 let mut t = OffsetFetchResponseTopics::default();
                 t.name = name;
@@ -211,12 +321,21 @@ pub(crate) fn fetch(
             response.groups.push(g);
         }
     } else {
+        let error = group_error(c, &req.group_id);
         let topics = req.topics.as_ref().map(|ts| {
             ts.iter()
                 .map(|t| (t.name.clone(), t.partition_indexes.clone()))
-                .collect()
+                .collect::<Vec<_>>()
         });
-        for (name, partitions) in lookup(store, &req.group_id, topics) {
+        let found = match (error, topics) {
+            (None, topics) => lookup(store, &req.group_id, topics),
+            // v1: the error goes into every requested partition.
+            (Some(_), Some(topics)) if meta.version < 2 => {
+                lookup(&OffsetStore::default(), "", Some(topics))
+            }
+            (Some(_), _) => Vec::new(),
+        };
+        for (name, partitions) in found {
             let mut t = OffsetFetchResponseTopic::default();
             t.name = name;
             for f in partitions {
@@ -225,9 +344,13 @@ pub(crate) fn fetch(
                 p.committed_offset = f.offset;
                 p.committed_leader_epoch = f.leader_epoch;
                 p.metadata = Some(sb(&f.metadata));
+                p.error_code = error.unwrap_or(code::NONE);
                 t.partitions.push(p);
             }
             response.topics.push(t);
+        }
+        if meta.version >= 2 {
+            response.error_code = error.unwrap_or(code::NONE);
         }
     }
     out.push(Output::Reply {
@@ -238,17 +361,21 @@ pub(crate) fn fetch(
 
 /// OffsetDelete (KIP-496): 69 for a missing group, 68 for an active non-consumer group, 86 for
 /// partitions of a topic the group subscribes to; anything else is deleted (or was not there).
+/// With a store, offsets that exist leave memory once the store deleted them too.
 pub(crate) fn delete(
     c: &mut Coordinator,
+    now: Millis,
     meta: CallMeta,
     req: OffsetDeleteRequest,
     out: &mut Vec<Output>,
 ) {
-    let (groups, store) = (&c.groups, &mut c.offsets);
+    let loading = c.loading;
+    let (groups, store, mut cx) = c.parts(now, out);
     let mut response = OffsetDeleteResponse::default();
     let group = groups.get(req.group_id.as_str());
     let top_error = match group {
         _ if req.group_id.is_empty() => code::INVALID_GROUP_ID,
+        _ if loading => code::COORDINATOR_LOAD_IN_PROGRESS,
         None => code::GROUP_ID_NOT_FOUND,
         Some(g)
             if g.state != GroupState::Empty && g.protocol_type.as_deref() != Some("consumer") =>
@@ -257,6 +384,8 @@ pub(crate) fn delete(
         }
         Some(_) => code::NONE,
     };
+    response.error_code = top_error;
+    let mut partitions = Vec::new();
     if let (Some(g), code::NONE) = (group, top_error) {
         for topic in &req.topics {
             let subscribed = g.is_subscribed_to(&topic.name);
@@ -267,17 +396,57 @@ pub(crate) fn delete(
                 r.partition_index = p.partition_index;
                 if subscribed {
                     r.error_code = code::GROUP_SUBSCRIBED_TO_TOPIC;
-                } else {
-                    store.delete(&g.id, &topic.name, p.partition_index);
+                } else if store.get(&g.id, &topic.name, p.partition_index).is_some() {
+                    partitions.push((topic.name.to_string(), p.partition_index));
                 }
                 t.partitions.push(r);
             }
             response.topics.push(t);
         }
+        if !partitions.is_empty() {
+            let write = cx.persist.durable.then(|| partitions.clone());
+            let effect = Effect::OffsetDelete {
+                token: meta.token,
+                response,
+                partitions,
+            };
+            cx.persist(
+                g,
+                move || Write::DeleteOffsets(write.unwrap_or_default()),
+                effect,
+            );
+            return;
+        }
     }
-    response.error_code = top_error;
+    cx.reply(meta.token, Response::OffsetDelete(response));
+}
+
+/// The store deleted (or failed to delete) the offsets of an OffsetDelete: answer it.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn delete_settled(
+    c: &mut Coordinator,
+    group: &str,
+    same_group: bool,
+    token: Token,
+    mut response: OffsetDeleteResponse,
+    partitions: Vec<(String, i32)>,
+    outcome: Result<(), i16>,
+    out: &mut Vec<Output>,
+) {
+    match outcome {
+        Ok(()) if same_group => {
+            for (topic, partition) in partitions {
+                c.offsets.delete(group, &topic, partition);
+            }
+        }
+        Ok(()) => {}
+        Err(error) => {
+            response.error_code = error;
+            response.topics.clear();
+        }
+    }
     out.push(Output::Reply {
-        token: meta.token,
+        token,
         response: Response::OffsetDelete(response),
     });
 }

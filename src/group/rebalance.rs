@@ -11,21 +11,36 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::group::{code, Group, Member};
 use super::ids::IdGen;
+use super::load::record;
+use super::persist::{Effect, Persistence, Write, WriteId};
 use super::state::{EvictionCause, GroupState, RebalanceReason};
-use super::store::OffsetStore;
+use super::store::{OffsetStore, TopicMap};
 use super::timers::{after, TimerAction, TimerKey, Timers};
 use super::{Config, Event, Millis, Output, Response, Token};
 
-/// What a transition needs besides the group: time, settings, timers, ids and the output sink.
+/// What a transition needs besides the group: time, settings, timers, ids, writes in flight and
+/// the output sink.
 pub(crate) struct Ctx<'a> {
     pub now: Millis,
     pub config: &'a Config,
     pub timers: &'a mut Timers,
     pub ids: &'a mut IdGen,
+    pub persist: &'a mut Persistence,
     pub out: &'a mut Vec<Output>,
 }
 
 impl Ctx<'_> {
+    /// Queues a write for the group (see `persist.rs`); `write` is built only when it is emitted.
+    pub(crate) fn persist(
+        &mut self,
+        g: &Group,
+        write: impl FnOnce() -> Write,
+        effect: Effect,
+    ) -> WriteId {
+        self.persist
+            .issue(self.out, &g.id, g.incarnation, write, effect)
+    }
+
     pub(crate) fn reply(&mut self, token: Token, response: Response) {
         self.out.push(Output::Reply { token, response });
     }
@@ -127,7 +142,8 @@ pub(crate) fn create_group<'g>(
     cx: &mut Ctx,
     id: &str,
 ) -> &'g mut Group {
-    let group = Group::new(id.to_string(), cx.now);
+    let mut group = Group::new(id.to_string(), cx.now);
+    group.incarnation = cx.persist.next_incarnation();
     cx.event(Event::StateChanged {
         group: id.to_string(),
         state: GroupState::Empty,
@@ -144,18 +160,34 @@ pub(crate) fn create_group<'g>(
 }
 
 /// Removes a group and its offsets at once (§7 point 5): later requests see "group missing".
+/// Persistence point (§3.9): the tombstone. `held` is the DeleteGroups call (token, result index)
+/// that waits on it; such a deletion is undone if the tombstone fails. Retention passes `None`.
 pub(crate) fn delete_group(
     groups: &mut BTreeMap<String, Group>,
     store: &mut OffsetStore,
     cx: &mut Ctx,
     id: &str,
+    held: Option<(Token, usize)>,
 ) {
-    if groups.remove(id).is_none() {
+    let Some(group) = groups.remove(id) else {
         return;
-    }
+    };
     cx.timers.cancel_group(id);
-    // Persistence point (§3.9): the tombstone for the group and its offsets.
-    store.delete_group(id);
+    let offsets: TopicMap = store.take_group(id);
+    let (token, index) = held.map_or((None, 0), |(t, i)| (Some(t), i));
+    let restore = token.is_some().then(|| Box::new((group, offsets)));
+    let incarnation = restore.as_ref().map_or(0, |r| r.0.incarnation);
+    cx.persist.issue(
+        cx.out,
+        id,
+        incarnation,
+        || Write::DeleteGroup,
+        Effect::Tombstone {
+            token,
+            index,
+            restore,
+        },
+    );
     cx.event(Event::StateChanged {
         group: id.to_string(),
         state: GroupState::Dead,
@@ -319,6 +351,14 @@ pub(crate) fn complete_join(g: &mut Group, cx: &mut Ctx) {
         g.subscribed_topics = g.compute_subscribed_topics();
         g.rebalance_started = None;
         transition(g, cx, GroupState::Empty);
+        // Persistence point (§3.9): the group record of the now Empty group.
+        let durable = cx.persist.durable;
+        let rec = durable.then(|| record(g, cx.now, None));
+        cx.persist(
+            g,
+            move || Write::Record(rec.unwrap_or_default()),
+            Effect::None,
+        );
         return;
     }
     g.protocol_name = Some(g.select_protocol().unwrap_or_default());

@@ -3,8 +3,11 @@
 //! an Empty group's offsets expire `retention` after it became Empty; a simple group's (no protocol
 //! type) after their commit; a Stable "consumer" group's only for topics nobody subscribes to.
 //! RetentionTimeMs (OffsetCommit v2–4) overrides. An Empty group left without offsets is removed.
+//! Expired offsets and removed groups are deleted from the store too; a group with writes or an
+//! import in flight is left for the next run, so a late write cannot bring back what expired.
 
 use super::group::Group;
+use super::persist::{Effect, Write};
 use super::rebalance::delete_group;
 use super::state::GroupState;
 use super::store::CommittedOffset;
@@ -21,22 +24,38 @@ pub(crate) fn ensure_armed(timers: &mut Timers, config: &Config, now: Millis) {
 
 pub(crate) fn cleanup(c: &mut Coordinator, now: Millis, out: &mut Vec<Output>) {
     let retention = c.config.offsets_retention_ms;
+    let busy: Vec<bool> = c
+        .groups
+        .keys()
+        .map(|id| c.persist.in_flight(id) > 0 || c.imports.is_running(id))
+        .collect();
     let (groups, store, mut cx) = c.parts(now, out);
     let ids: Vec<String> = groups.keys().cloned().collect();
-    for id in ids {
+    for (id, busy) in ids.into_iter().zip(busy) {
         let Some(g) = groups.get(&id) else { continue };
+        if busy {
+            continue;
+        }
         if let Some(base) = expiry_base(g) {
-            store.expire(&id, |topic, offset| {
+            let expired = store.expire(&id, |topic, offset| {
                 let deadline = offset
                     .expire_timestamp
                     .unwrap_or_else(|| base.of(offset).saturating_add(retention));
                 now >= deadline && !(g.state == GroupState::Stable && g.is_subscribed_to(topic))
             });
+            if !expired.is_empty() {
+                let write = cx.persist.durable.then_some(expired);
+                cx.persist(
+                    g,
+                    move || Write::DeleteOffsets(write.unwrap_or_default()),
+                    Effect::None,
+                );
+            }
         }
         let removable =
             g.state == GroupState::Empty && g.pending_join.is_empty() && !store.has_offsets(&id);
         if removable {
-            delete_group(groups, store, &mut cx, &id);
+            delete_group(groups, store, &mut cx, &id, None);
         }
     }
     ensure_armed(cx.timers, cx.config, now);

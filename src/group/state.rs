@@ -57,9 +57,10 @@ pub enum RebalanceReason {
     SyncTimeout,
     /// A static member rejoined with a new member id and the rejoin needs a rebalance.
     StaticProtocolChange,
-    /// A group over `max_group_size` was forced to rebalance (reserved: needs loaded state).
+    /// A group loaded from the store over `max_group_size` was forced to rebalance.
     MaxSize,
-    /// A group was loaded from a store (reserved: no store yet).
+    /// The store could not keep the group's state: the group record write of the leader's
+    /// SyncGroup failed, so the round was reset (GROUP_SEMANTICS.md §2.2).
     Load,
 }
 

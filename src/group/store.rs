@@ -1,6 +1,6 @@
-//! Committed offsets, kept in memory by group, topic and partition. Every change goes through
-//! `commit`, `delete`, `delete_group` or `expire`, the points where a durable store plugs in later
-//! (the group record's persistence points are marked in `sync.rs`, `join.rs` and `rebalance.rs`).
+//! Committed offsets in memory, by group, topic and partition: what the store acknowledged (see
+//! `persist.rs`: a commit lands here only after its write succeeded). Every change goes through
+//! `commit`, `delete`, `take_group`/`put_group` or `expire`.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -19,10 +19,12 @@ pub struct CommittedOffset {
 }
 
 type Partitions = BTreeMap<i32, CommittedOffset>;
+/// One group's offsets: topic → partition → offset.
+pub(crate) type TopicMap = BTreeMap<String, Partitions>;
 
 #[derive(Default)]
 pub(crate) struct OffsetStore {
-    groups: HashMap<String, BTreeMap<String, Partitions>>,
+    groups: HashMap<String, TopicMap>,
 }
 
 impl OffsetStore {
@@ -75,32 +77,48 @@ impl OffsetStore {
         existed
     }
 
-    /// Deletes all offsets of a group; returns how many there were.
-    pub(crate) fn delete_group(&mut self, group: &str) -> usize {
-        self.groups
-            .remove(group)
-            .map_or(0, |topics| topics.values().map(BTreeMap::len).sum())
+    /// Removes and returns every offset of a group.
+    pub(crate) fn take_group(&mut self, group: &str) -> TopicMap {
+        self.groups.remove(group).unwrap_or_default()
     }
 
-    /// Deletes the offsets for which `expired(topic, offset)` holds; returns how many.
+    /// Puts back offsets taken by `take_group` (those committed since win).
+    pub(crate) fn put_group(&mut self, group: &str, topics: TopicMap) {
+        if topics.is_empty() {
+            return;
+        }
+        let current = self.groups.entry(group.to_string()).or_default();
+        for (topic, partitions) in topics {
+            let now = current.entry(topic).or_default();
+            for (partition, offset) in partitions {
+                now.entry(partition).or_insert(offset);
+            }
+        }
+    }
+
+    /// Deletes the offsets for which `expired(topic, offset)` holds; returns which.
     pub(crate) fn expire(
         &mut self,
         group: &str,
         expired: impl Fn(&str, &CommittedOffset) -> bool,
-    ) -> usize {
+    ) -> Vec<(String, i32)> {
         let Some(topics) = self.groups.get_mut(group) else {
-            return 0;
+            return Vec::new();
         };
-        let mut count = 0;
+        let mut removed = Vec::new();
         for (topic, partitions) in topics.iter_mut() {
-            let before = partitions.len();
-            partitions.retain(|_, o| !expired(topic, o));
-            count += before - partitions.len();
+            partitions.retain(|p, o| {
+                let gone = expired(topic, o);
+                if gone {
+                    removed.push((topic.clone(), *p));
+                }
+                !gone
+            });
         }
         topics.retain(|_, p| !p.is_empty());
         if topics.is_empty() {
             self.groups.remove(group);
         }
-        count
+        removed
     }
 }

@@ -1,6 +1,8 @@
 //! SyncGroup (API 14, v0–5), GROUP_SEMANTICS.md §2.2: PreparingRebalance answers 27 at once;
 //! CompletingRebalance parks every SyncGroup until the leader's assignment is stored, then answers
 //! each member with its own bytes exactly as the leader sent them; Stable answers from the group.
+//! With a store, the leader's assignment is stored in the group record first (§3.9); if that
+//! write fails the round resets: parked SyncGroups get the error and the group rebalances.
 
 use std::collections::HashMap;
 
@@ -8,8 +10,13 @@ use bytes::Bytes;
 use kafka_protocol::messages::SyncGroupRequest;
 
 use super::group::{code, Waiter};
-use super::rebalance::{complete_sync, remove_pending_sync_member, sync_response};
-use super::state::GroupState;
+use super::load::record;
+use super::persist::{Effect, Write, WriteId};
+use super::rebalance::{
+    complete_sync, prepare_rebalance, remove_pending_sync_member, reset_and_propagate_assignment,
+    sync_response,
+};
+use super::state::{GroupState, RebalanceReason};
 use super::{CallMeta, Coordinator, Millis, Output, Response};
 
 pub(crate) fn handle(
@@ -19,6 +26,7 @@ pub(crate) fn handle(
     req: SyncGroupRequest,
     out: &mut Vec<Output>,
 ) {
+    let loading = c.loading;
     let (groups, _, mut cx) = c.parts(now, out);
     let cx = &mut cx;
     let token = meta.token;
@@ -35,7 +43,9 @@ pub(crate) fn handle(
     if req.group_id.is_empty() {
         return fail(cx, code::INVALID_GROUP_ID);
     }
-    // (Loading, once a store exists: COORDINATOR_LOAD_IN_PROGRESS here.)
+    if loading {
+        return fail(cx, code::COORDINATOR_LOAD_IN_PROGRESS);
+    }
     let Some(g) = groups.get_mut(req.group_id.as_str()) else {
         return fail(cx, code::UNKNOWN_MEMBER_ID);
     };
@@ -79,9 +89,21 @@ pub(crate) fn handle(
                     .iter()
                     .map(|a| (a.member_id.to_string(), a.assignment.clone()))
                     .collect();
-                // Persistence point (§3.9): the group record is written here once a store exists;
-                // on a write error the round resets with the mapped error instead.
-                complete_sync(g, cx, assignments);
+                // Persistence point (§3.9): the round completes once the record is stored.
+                let rec = cx
+                    .persist
+                    .durable
+                    .then(|| record(g, cx.now, Some(&assignments)));
+                let generation = g.generation;
+                let id = cx.persist(
+                    g,
+                    move || Write::Record(rec.unwrap_or_default()),
+                    Effect::Assignment {
+                        generation,
+                        assignments,
+                    },
+                );
+                g.assignment_write = Some(id);
             }
         }
         GroupState::Stable => {
@@ -103,4 +125,37 @@ pub(crate) fn handle(
 /// Both sides known and different.
 fn inconsistent(requested: Option<&str>, current: Option<&str>) -> bool {
     matches!((requested, current), (Some(r), Some(c)) if r != c)
+}
+
+/// The record write of the leader's SyncGroup settled. If the round it belongs to is still on,
+/// it completes (success) or resets with the error and rebalances (failure, §2.2 and D11).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn assignment_settled(
+    c: &mut Coordinator,
+    now: Millis,
+    group: &str,
+    id: WriteId,
+    generation: i32,
+    assignments: HashMap<String, Bytes>,
+    outcome: Result<(), i16>,
+    out: &mut Vec<Output>,
+) {
+    let (groups, _, mut cx) = c.parts(now, out);
+    let Some(g) = groups.get_mut(group) else {
+        return;
+    };
+    if g.state != GroupState::CompletingRebalance
+        || g.generation != generation
+        || g.assignment_write != Some(id)
+    {
+        return;
+    }
+    g.assignment_write = None;
+    match outcome {
+        Ok(()) => complete_sync(g, &mut cx, assignments),
+        Err(error) => {
+            reset_and_propagate_assignment(g, &mut cx, error);
+            prepare_rebalance(g, &mut cx, RebalanceReason::Load);
+        }
+    }
 }

@@ -1,10 +1,15 @@
 //! Coordinator tests: one per case of GROUP_SEMANTICS.md §6 (named after the case id), plus
 //! property tests. All run on a fake clock through `Harness`, which also checks that every reply
-//! is the only reply to its call and encodes at the call's version.
+//! is the only reply to its call and encodes at the call's version. The coordinator is durable:
+//! the harness performs its writes on a `Disk` at once (or holds them, `hold_writes`) and answers
+//! its imports from `gateway`.
 
 mod admin;
+mod disk;
+mod durable;
 mod heartbeat_leave;
 mod identity_join;
+mod loading;
 mod offsets;
 mod props;
 mod protocol_static;
@@ -27,8 +32,10 @@ use kafka_protocol::protocol::{Encodable, StrBytes};
 
 use super::group::Group;
 use super::{
-    Call, Config, Coordinator, Event, GroupState, Millis, Output, Request, Response, Token,
+    Call, Config, Coordinator, Event, GroupState, Millis, OffsetEntry, Output, Persist, Request,
+    Response, Token, Write, WriteId,
 };
+pub(super) use disk::Disk;
 
 pub(super) const G: &str = "g";
 
@@ -40,9 +47,12 @@ pub(super) fn b(v: &str) -> Bytes {
     Bytes::copy_from_slice(v.as_bytes())
 }
 
-/// Test defaults: Kafka's settings (initial delay 3000).
+/// Test defaults: Kafka's settings (initial delay 3000), durable.
 pub(super) fn config() -> Config {
-    Config::default()
+    Config {
+        durable: true,
+        ..Config::default()
+    }
 }
 
 /// A JoinGroup under construction. Defaults: v5, group "g", new member, client "c", consumer/range,
@@ -148,6 +158,14 @@ pub(super) struct Harness {
     pub events: Vec<Event>,
     /// Every output in emission order.
     pub stream: Vec<Output>,
+    /// The store the writes went to.
+    pub disk: Disk,
+    /// Keep writes and imports in `held` / `held_imports` instead of performing them.
+    pub hold_writes: bool,
+    pub held: Vec<Persist>,
+    pub held_imports: Vec<(WriteId, String)>,
+    /// What an import of a group finds.
+    pub gateway: HashMap<String, Vec<OffsetEntry>>,
 }
 
 impl Harness {
@@ -164,11 +182,17 @@ impl Harness {
             replies: HashMap::new(),
             events: Vec::new(),
             stream: Vec::new(),
+            disk: Disk::default(),
+            hold_writes: false,
+            held: Vec::new(),
+            held_imports: Vec::new(),
+            gateway: HashMap::new(),
         }
     }
 
-    fn absorb(&mut self, out: Vec<Output>) {
+    pub(super) fn absorb(&mut self, out: Vec<Output>) {
         self.stream.extend(out.iter().cloned());
+        let mut follow = Vec::new();
         for o in out {
             match o {
                 Output::Reply { token, response } => {
@@ -183,7 +207,22 @@ impl Harness {
                     );
                 }
                 Output::Event(e) => self.events.push(e),
+                Output::Persist(p) if self.hold_writes => self.held.push(p),
+                Output::Persist(p) => {
+                    self.disk.apply(&p);
+                    self.c.persisted(self.now, p.id, Ok(()), &mut follow);
+                }
+                Output::Import { id, group } if self.hold_writes => {
+                    self.held_imports.push((id, group))
+                }
+                Output::Import { id, group } => {
+                    let found = self.gateway.get(&group).cloned().unwrap_or_default();
+                    self.c.imported(self.now, id, Ok(found), &mut follow);
+                }
             }
+        }
+        if !follow.is_empty() {
+            self.absorb(follow);
         }
     }
 
@@ -346,7 +385,7 @@ impl Harness {
         }
     }
 
-    /// OffsetCommit of `parts` = [(topic, partition, offset, metadata)].
+    /// OffsetCommit of `parts` = [(topic, partition, offset, metadata)], answered at once.
     pub fn commit_full(
         &mut self,
         v: i16,
@@ -356,6 +395,20 @@ impl Harness {
         generation: i32,
         parts: &[(&str, i32, i64, &str)],
     ) -> OffsetCommitResponse {
+        let t = self.commit_send(v, group, member, instance, generation, parts);
+        self.commit_response(t)
+    }
+
+    /// Sends an OffsetCommit (it may be held); read it with `commit_response`.
+    pub fn commit_send(
+        &mut self,
+        v: i16,
+        group: &str,
+        member: &str,
+        instance: Option<&str>,
+        generation: i32,
+        parts: &[(&str, i32, i64, &str)],
+    ) -> Token {
         let mut r = OffsetCommitRequest::default();
         r.group_id = s(group).into();
         r.member_id = s(member);
@@ -377,11 +430,42 @@ impl Harness {
                 }
             }
         }
-        let t = self.send(v, "c", "/127.0.0.1", Request::OffsetCommit(r));
+        self.send(v, "c", "/127.0.0.1", Request::OffsetCommit(r))
+    }
+
+    pub fn commit_response(&self, t: Token) -> OffsetCommitResponse {
         match self.replies.get(&t) {
             Some(Response::OffsetCommit(r)) => r.clone(),
             other => panic!("commit not answered: {other:?}"),
         }
+    }
+
+    /// Sends an OffsetFetch v`v` (< 8) of `partitions` of `topic` (None: every topic).
+    pub fn fetch_send(&mut self, v: i16, group: &str, topic: Option<(&str, &[i32])>) -> Token {
+        let mut r = OffsetFetchRequest::default();
+        r.group_id = s(group).into();
+        r.topics = topic.map(|(t, ps)| {
+            let mut x = offset_fetch_request::OffsetFetchRequestTopic::default();
+            x.name = s(t).into();
+            x.partition_indexes = ps.to_vec();
+            vec![x]
+        });
+        self.send(v, "c", "/127.0.0.1", Request::OffsetFetch(r))
+    }
+
+    pub fn fetch_response(&self, t: Token) -> OffsetFetchResponse {
+        match self.replies.get(&t) {
+            Some(Response::OffsetFetch(r)) => r.clone(),
+            other => panic!("fetch not answered: {other:?}"),
+        }
+    }
+
+    /// The committed offset of one partition (v7 fetch, answered at once), -1 if none.
+    pub fn committed(&mut self, group: &str, topic: &str, partition: i32) -> i64 {
+        let t = self.fetch_send(7, group, Some((topic, &[partition])));
+        let r = self.fetch_response(t);
+        assert_eq!(r.error_code, 0, "fetch error");
+        r.topics[0].partitions[0].committed_offset
     }
 
     /// Per-partition codes of a v8 commit of offset 10 to t0 partitions 0 and 1.

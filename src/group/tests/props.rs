@@ -186,10 +186,11 @@ fn expected_commit(h: &Harness, group: &str, version: i16, member: &str, generat
 }
 
 impl Model {
-    fn new(initial_delay_ms: i32) -> Self {
+    fn new(initial_delay_ms: i32, durable: bool) -> Self {
         Model {
             h: Harness::with(Config {
                 initial_rebalance_delay_ms: initial_delay_ms,
+                durable,
                 ..config()
             }),
             clients: vec![Client::default(); CLIENTS],
@@ -436,7 +437,7 @@ impl Model {
                     }
                 }
                 Output::Reply { token, response } => self.on_reply(token, &response),
-                Output::Event(_) => {}
+                Output::Event(_) | Output::Persist(_) | Output::Import { .. } => {}
             }
         }
         for group in self.generation.keys() {
@@ -549,9 +550,10 @@ proptest! {
     #[test]
     fn invariants_hold_over_random_operation_sequences(
         delay_zero in prop::bool::ANY,
+        durable in prop::bool::ANY,
         ops in prop::collection::vec(op(), 1..60),
     ) {
-        let mut m = Model::new(if delay_zero { 0 } else { 3000 });
+        let mut m = Model::new(if delay_zero { 0 } else { 3000 }, durable);
         for op in &ops {
             m.apply(op);
         }
