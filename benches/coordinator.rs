@@ -117,7 +117,7 @@ impl Machine {
             .drain(..)
             .filter_map(|o| match o {
                 Output::Reply { response, .. } => Some(response),
-                Output::Event(_) => None,
+                _ => None, // events; no Persist or Import: the store is not durable here
             })
             .collect()
     }
