@@ -256,4 +256,34 @@ mod tests {
             let _ = produce_acks_zero(&frame, 3);
         }
     }
+
+    /// A request whose array count is far above its size (fuzz/regressions/requests): kafka-protocol
+    /// 0.18.0 allocated for the count up front and aborted the process; the patched decoder
+    /// (vendor/kafka-protocol) refuses it like any other malformed body.
+    #[test]
+    fn a_huge_array_count_is_a_bad_body_not_an_abort() {
+        use kafka_protocol::messages::DeleteGroupsRequest;
+        for (version, count) in [
+            (0, &[0x7f, 0xff, 0xff, 0xff][..]),
+            (2, &[0xff, 0xff, 0xff, 0xff, 0x0f][..]),
+        ] {
+            let mut frame = BytesMut::new();
+            RequestHeader::default()
+                .with_request_api_key(ApiKey::DeleteGroups as i16)
+                .with_request_api_version(version)
+                .with_correlation_id(7)
+                .encode(
+                    &mut frame,
+                    ApiKey::DeleteGroups.request_header_version(version),
+                )
+                .unwrap();
+            frame.extend_from_slice(count);
+            let p = peek(&frame).unwrap();
+            let decoded: Result<(_, DeleteGroupsRequest), _> = decode_request(frame.freeze(), &p);
+            assert!(
+                matches!(decoded, Err(FrameError::Undecodable { .. })),
+                "v{version}: {decoded:?}"
+            );
+        }
+    }
 }
