@@ -99,6 +99,14 @@ pub struct Config {
     /// Seconds an Empty group keeps its metric series before they are removed.
     #[arg(long, env = "KELP_GROUP_METRICS_IDLE_SECS", default_value_t = 3600)]
     pub group_metrics_idle_secs: u64,
+
+    /// Connection limit and shutdown drain.
+    #[command(flatten)]
+    pub limits: Limits,
+
+    /// TLS on the client listener and to the backend.
+    #[command(flatten)]
+    pub tls: TlsFlags,
 }
 
 impl Config {
@@ -118,6 +126,7 @@ impl Config {
                 return Err(format!("--advertised-host {host:?} is not a host name"));
             }
         }
+        self.tls.validate()?;
         Ok(())
     }
 
@@ -144,6 +153,91 @@ impl Config {
             offsets_retention_ms: self.offsets_retention_minutes.saturating_mul(60_000),
             ..crate::group::Config::default()
         }
+    }
+}
+
+/// Connection limit and shutdown drain (issue 11).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Limits {
+    /// Most client connections open at once; beyond it a new connection is closed at once, with a
+    /// log line and kelp_connection_errors_total{reason="max_connections"}.
+    #[arg(long, env = "KELP_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+
+    /// On SIGTERM: how long kelp lets connections answer what they have in flight before it exits.
+    #[arg(long, env = "KELP_DRAIN_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    pub drain_timeout_ms: u64,
+}
+
+/// TLS settings (issue 11). Certificates and keys are PEM files, re-read when they change.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TlsFlags {
+    /// Certificate chain (PEM) for TLS on the client listener; needs --tls-key. Without it the
+    /// client listener speaks plain TCP.
+    #[arg(long, env = "KELP_TLS_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "KELP_TLS_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// CA certificates (PEM): clients of the client listener must present a certificate they
+    /// signed (mutual TLS). Needs --tls-cert.
+    #[arg(long, env = "KELP_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
+
+    /// CA certificates (PEM) that sign the backend's certificate: kelp then talks TLS to the backend.
+    #[arg(long, env = "KELP_BACKEND_TLS_CA")]
+    pub backend_tls_ca: Option<std::path::PathBuf>,
+
+    /// Client certificate chain (PEM) kelp presents to the backend; needs --backend-tls-key.
+    #[arg(long, env = "KELP_BACKEND_TLS_CERT")]
+    pub backend_tls_cert: Option<std::path::PathBuf>,
+
+    /// Private key (PEM) of --backend-tls-cert.
+    #[arg(long, env = "KELP_BACKEND_TLS_KEY")]
+    pub backend_tls_key: Option<std::path::PathBuf>,
+
+    /// Name the backend's certificate must carry (default: the host of --backend).
+    #[arg(long, env = "KELP_BACKEND_TLS_SERVER_NAME")]
+    pub backend_tls_server_name: Option<String>,
+
+    /// How often the certificate and key files are checked for changes, in seconds.
+    #[arg(long, env = "KELP_TLS_RELOAD_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub tls_reload_secs: u64,
+}
+
+impl TlsFlags {
+    fn validate(&self) -> Result<(), String> {
+        let pair =
+            |a: &Option<std::path::PathBuf>, b: &Option<std::path::PathBuf>, an: &str, bn: &str| {
+                match (a.is_some(), b.is_some()) {
+                    (true, false) => Err(format!("{an} needs {bn}")),
+                    (false, true) => Err(format!("{bn} needs {an}")),
+                    _ => Ok(()),
+                }
+            };
+        pair(&self.tls_cert, &self.tls_key, "--tls-cert", "--tls-key")?;
+        pair(
+            &self.backend_tls_cert,
+            &self.backend_tls_key,
+            "--backend-tls-cert",
+            "--backend-tls-key",
+        )?;
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            return Err("--tls-client-ca needs --tls-cert and --tls-key".into());
+        }
+        let backend_extra =
+            self.backend_tls_cert.is_some() || self.backend_tls_server_name.is_some();
+        if backend_extra && self.backend_tls_ca.is_none() {
+            return Err(
+                "--backend-tls-cert and --backend-tls-server-name need --backend-tls-ca".into(),
+            );
+        }
+        Ok(())
     }
 }
 

@@ -10,4 +10,5 @@ pub mod metrics;
 pub mod protocol;
 pub mod route;
 pub mod server;
+pub mod shutdown;
 pub mod store;

@@ -86,6 +86,8 @@ fn main() {
         }
     };
     runtime.block_on(run(config));
+    // Whatever still runs after the drain (connections past the drain time) is not waited for.
+    runtime.shutdown_timeout(Duration::from_millis(200));
 }
 
 async fn run(config: Config) {
@@ -111,6 +113,7 @@ async fn run(config: Config) {
         backend,
         metrics,
         config,
+        shutdown: kelp::shutdown::Shutdown::new(),
     });
     tracing::info!(
         listen = %shared.config.listen,
@@ -120,8 +123,34 @@ async fn run(config: Config) {
         "kelp started"
     );
     tokio::spawn(kelp::http::serve(metrics_listener, shared.clone()));
-    tokio::select! {
-        _ = kelp::server::serve(client_listener, shared) => {}
-        _ = shutdown_signal() => tracing::info!("shutting down"),
+    tokio::spawn(kelp::server::serve(client_listener, shared.clone()));
+    shutdown_signal().await;
+    drain(&shared).await;
+}
+
+/// SIGTERM / Ctrl-C: stop accepting, let every connection answer what it has in flight and close,
+/// and return once none is left or `--drain-timeout-ms` has passed. A second signal ends it at once.
+async fn drain(shared: &Shared) {
+    let timeout = Duration::from_millis(shared.config.limits.drain_timeout_ms);
+    tracing::info!(
+        connections = shared.shutdown.live(),
+        drain_timeout_ms = shared.config.limits.drain_timeout_ms,
+        "shutting down: draining connections"
+    );
+    shared.shutdown.begin();
+    let left = tokio::select! {
+        left = shared.shutdown.wait_idle(timeout) => left,
+        _ = shutdown_signal() => {
+            tracing::warn!("second signal: exiting without waiting for connections");
+            shared.shutdown.live()
+        }
+    };
+    if left == 0 {
+        tracing::info!("drained; exiting");
+    } else {
+        tracing::warn!(
+            connections = left,
+            "drain time is up; exiting with connections still open"
+        );
     }
 }

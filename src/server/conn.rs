@@ -91,6 +91,8 @@ struct Slot {
     response: Option<Bytes>,
     started: Instant,
     timer: Option<Histogram>,
+    /// A JoinGroup or SyncGroup waiting for the rest of its group (not waited for when draining).
+    parked: bool,
 }
 
 /// Most acks=0 Produce requests remembered while waiting to see whether the backend answers them.
@@ -128,8 +130,23 @@ impl Slots {
             response,
             started: Instant::now(),
             timer,
+            parked: false,
         });
         self.head + self.slots.len() as u64 - 1
+    }
+
+    /// A slot for a parked JoinGroup/SyncGroup reply.
+    fn push_parked(&mut self) -> u64 {
+        let seq = self.push(None, None);
+        if let Some(slot) = self.slots.back_mut() {
+            slot.parked = true;
+        }
+        seq
+    }
+
+    /// Whether every response still to come is a parked one (what a draining connection waits for).
+    fn only_parked_pending(&self) -> bool {
+        self.slots.iter().all(|s| s.response.is_some() || s.parked)
     }
 
     fn fill(&mut self, seq: u64, response: Bytes) {
@@ -210,9 +227,16 @@ impl Conn {
         &mut self,
         client_in: &mut FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
     ) -> Result<(), Close> {
+        // Draining (SIGTERM): read no more requests, answer what is in flight, then close so the
+        // client reconnects elsewhere. Parked JoinGroup/SyncGroup replies are not waited for.
+        let shutdown = self.shared.shutdown.clone();
+        let draining = shutdown.draining();
+        tokio::pin!(draining);
+        let mut closing = false;
         loop {
-            let reading = self.slots.len() < MAX_IN_FLIGHT;
+            let reading = self.slots.len() < MAX_IN_FLIGHT && !closing;
             tokio::select! {
+                _ = &mut draining, if !closing => closing = true,
                 response = next_backend_frame(&mut self.backend) => self.on_backend(response)?,
                 Some((seq, response)) = self.local.next(), if !self.local.is_empty() => {
                     let response = response.ok_or(Close::Coordinator)?;
@@ -225,6 +249,9 @@ impl Conn {
                 },
             }
             self.write_ready().await?;
+            if closing && self.slots.only_parked_pending() {
+                return Ok(());
+            }
         }
     }
 
@@ -308,7 +335,11 @@ impl Conn {
                     .groups
                     .submit(&peek, body, &self.client_host)
                     .map_err(Close::Frame)?;
-                let seq = self.slots.push(None, timer);
+                let seq = if parks {
+                    self.slots.push_parked()
+                } else {
+                    self.slots.push(None, timer)
+                };
                 self.local.push(Box::pin(async move { (seq, reply.await) }));
                 Ok(())
             }

@@ -4,6 +4,7 @@ pub mod answer;
 pub mod conn;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 
@@ -11,6 +12,7 @@ use crate::backend::{Backend, Identity};
 use crate::config::Config;
 use crate::coordinator::GroupService;
 use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
 
 /// What every connection task shares.
 pub struct Shared {
@@ -19,9 +21,13 @@ pub struct Shared {
     pub backend: Arc<Backend>,
     pub metrics: Arc<Metrics>,
     pub groups: GroupService,
+    /// Drain state and the count of live client connections (`--max-connections`).
+    pub shutdown: Shutdown,
 }
 
-/// Accepts client connections forever, one task each. A failed accept is logged and retried.
+/// Accepts client connections until the drain begins, one task each. A failed accept is logged and
+/// retried. Beyond `--max-connections` live connections a new one is closed at once, with a log
+/// line (at most one a second) and `kelp_connection_errors_total{reason="max_connections"}`.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     let active = shared
         .metrics
@@ -31,16 +37,33 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         .metrics
         .connections_total
         .with_label_values(&["client"]);
+    let max = usize::try_from(shared.config.limits.max_connections).unwrap_or(usize::MAX);
+    let mut refusals = Refusals::default();
     loop {
-        match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shared.shutdown.draining() => {
+                tracing::info!(listen = %shared.config.listen, "draining: no longer accepting client connections");
+                return;
+            }
+        };
+        match accepted {
             Ok((socket, peer)) => {
+                if shared.shutdown.live() >= max {
+                    shared.metrics.connection_error("max_connections");
+                    refusals.refused(peer, max);
+                    drop(socket);
+                    continue;
+                }
                 total.inc();
+                let live = shared.shutdown.track();
                 let shared = shared.clone();
                 let active = active.clone();
                 tokio::spawn(async move {
                     active.inc();
                     conn::serve(shared, socket, peer).await;
                     active.dec();
+                    drop(live);
                 });
             }
             Err(e) => {
@@ -49,5 +72,31 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// Logs refused connections: the first at once, then at most one line a second with the count.
+#[derive(Default)]
+struct Refusals {
+    last_log: Option<Instant>,
+    since_log: u64,
+}
+
+impl Refusals {
+    fn refused(&mut self, peer: std::net::SocketAddr, max: usize) {
+        self.since_log += 1;
+        if self
+            .last_log
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        tracing::warn!(
+            peer = %peer,
+            refused = self.since_log,
+            "refusing client connections: --max-connections {max} are open"
+        );
+        self.last_log = Some(Instant::now());
+        self.since_log = 0;
     }
 }
