@@ -170,7 +170,8 @@ pub fn produce_acks_zero(frame: &[u8], version: i16) -> bool {
         if version >= 3 {
             if flexible {
                 let len = skip_uvarint(frame, &mut pos)?;
-                pos += len.saturating_sub(1) as usize;
+                // A length from the wire: past the end of the frame is "not found", never an overflow.
+                pos = pos.checked_add(usize::try_from(len.saturating_sub(1)).ok()?)?;
             } else {
                 let len = i16::from_be_bytes([*frame.get(pos)?, *frame.get(pos + 1)?]);
                 pos += 2 + len.max(0) as usize;
@@ -255,6 +256,16 @@ mod tests {
             let _ = produce_acks_zero(&frame, 9);
             let _ = produce_acks_zero(&frame, 3);
         }
+    }
+
+    /// A flexible Produce whose transactional id length is a huge varint (fuzz/regressions/frame):
+    /// the position overflowed (a panic with overflow checks) instead of "acks not found".
+    #[test]
+    fn acks_peek_survives_a_huge_transactional_id_length() {
+        let mut frame = vec![0, 0, 0, 9, 0, 0, 0, 8, 0, 0, 0];
+        frame.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
+        frame.extend_from_slice(&[0, 0, 0, 0]);
+        assert!(!produce_acks_zero(&frame, 9));
     }
 
     /// A request whose array count is far above its size (fuzz/regressions/requests): kafka-protocol
