@@ -3,6 +3,10 @@
 //! rewritten), from kelp itself, or later from the group coordinator (a parked JoinGroup/SyncGroup
 //! holds only its own response slot). Bad input closes this connection only, with a log line and a
 //! metric; nothing here panics on what a peer sends.
+//!
+//! Each turn of the loop waits for one event, then handles everything else that is already ready
+//! (more requests, more backend responses) before writing: the requests go to the backend in one
+//! vectored write and the responses to the client in another, without copying either.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -13,14 +17,14 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures::stream::FuturesUnordered;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use kafka_protocol::messages::ApiKey;
 use prometheus::Histogram;
-use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec, LengthDelimitedCodecError};
 
+use super::outbox::Outbox;
 use super::{answer, Shared};
 use crate::backend::rewrite;
 use crate::config::GroupMode;
@@ -30,6 +34,12 @@ use crate::route::{route, Route};
 
 /// Most requests in flight on one connection before kelp stops reading from it.
 const MAX_IN_FLIGHT: usize = 128;
+
+/// Most ready events handled in one turn before the turn's writes.
+const MAX_DRAIN: usize = 64;
+
+/// Request bytes queued for the backend beyond which a turn stops reading more requests.
+const FLUSH_BYTES: usize = 1 << 20;
 
 /// A response kelp produces later: the coordinator's answer, encoded as a frame, or `None` when the
 /// coordinator could not answer (the connection is then closed so the client reconnects).
@@ -47,6 +57,9 @@ pub fn frame_codec(max_frame_bytes: u32) -> LengthDelimitedCodec {
         .max_frame_length(max_frame_bytes as usize)
         .new_codec()
 }
+
+/// Frames read from one socket.
+type Frames = FramedRead<OwnedReadHalf, LengthDelimitedCodec>;
 
 /// Why a connection ended early.
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +126,7 @@ struct Expect {
 }
 
 struct BackendLink {
-    reader: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    reader: Frames,
     writer: OwnedWriteHalf,
 }
 
@@ -181,8 +194,12 @@ pub async fn serve(shared: Arc<Shared>, socket: TcpStream, peer: SocketAddr) {
     let mut conn = Conn {
         shared,
         client_host: format!("/{}", peer.ip()),
-        client_out: BufWriter::with_capacity(64 * 1024, write),
+        client_out: write,
+        to_client: Outbox::default(),
         backend: None,
+        to_backend: Outbox::default(),
+        queued: 0,
+        queued_outstanding: 0,
         expect: VecDeque::new(),
         outstanding: 0,
         slots: Slots::default(),
@@ -213,8 +230,16 @@ fn is_reset(e: &std::io::Error) -> bool {
 struct Conn {
     shared: Arc<Shared>,
     client_host: String,
-    client_out: BufWriter<OwnedWriteHalf>,
+    client_out: OwnedWriteHalf,
+    /// Responses whose turn has come, written together at the end of a turn.
+    to_client: Outbox,
     backend: Option<BackendLink>,
+    /// Requests for the backend, written together at the end of a turn.
+    to_backend: Outbox,
+    /// The last `queued` entries of `expect` are for the requests in `to_backend`…
+    queued: usize,
+    /// … and `queued_outstanding` of them are not silent.
+    queued_outstanding: usize,
     expect: VecDeque<Expect>,
     /// Entries of `expect` that are not silent: responses the client is waiting for.
     outstanding: usize,
@@ -223,10 +248,7 @@ struct Conn {
 }
 
 impl Conn {
-    async fn run(
-        &mut self,
-        client_in: &mut FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
-    ) -> Result<(), Close> {
+    async fn run(&mut self, client_in: &mut Frames) -> Result<(), Close> {
         // Draining (SIGTERM): read no more requests, answer what is in flight, then close so the
         // client reconnects elsewhere. Parked JoinGroup/SyncGroup replies are not waited for.
         let shutdown = self.shared.shutdown.clone();
@@ -239,15 +261,18 @@ impl Conn {
                 _ = &mut draining, if !closing => closing = true,
                 response = next_backend_frame(&mut self.backend) => self.on_backend(response)?,
                 Some((seq, response)) = self.local.next(), if !self.local.is_empty() => {
-                    let response = response.ok_or(Close::Coordinator)?;
-                    self.slots.fill(seq, response);
+                    self.on_local(seq, response)?;
                 }
                 request = client_in.next(), if reading => match request {
                     None => return Ok(()),
                     Some(Err(e)) => return Err(read_error("client", e)),
-                    Some(Ok(frame)) => self.on_request(frame.freeze()).await?,
+                    Some(Ok(frame)) => self.on_request(frame.freeze())?,
                 },
             }
+            if !closing && !self.drain(client_in)? {
+                return Ok(());
+            }
+            self.flush_backend().await?;
             self.write_ready().await?;
             if closing && self.slots.only_parked_pending() {
                 return Ok(());
@@ -255,30 +280,63 @@ impl Conn {
         }
     }
 
-    /// Writes every response whose turn has come, then flushes once.
-    async fn write_ready(&mut self) -> Result<(), Close> {
-        let mut wrote = false;
-        while let Some(response) = self.slots.pop_ready() {
-            self.shared
-                .metrics
-                .bytes_client_out
-                .inc_by(response.len() as u64);
-            self.client_out
-                .write_all(&response)
-                .await
-                .map_err(|e| Close::Io("client", e))?;
-            wrote = true;
+    /// Handles every event that is ready without waiting (bounded), so that one write carries
+    /// as many frames as possible. Returns false when the client has closed its side.
+    fn drain(&mut self, client_in: &mut Frames) -> Result<bool, Close> {
+        for _ in 0..MAX_DRAIN {
+            let mut progressed = false;
+            if let Some(response) = next_backend_frame(&mut self.backend).now_or_never() {
+                self.on_backend(response)?;
+                progressed = true;
+            }
+            if !self.local.is_empty() {
+                if let Some(Some((seq, response))) = self.local.next().now_or_never() {
+                    self.on_local(seq, response)?;
+                    progressed = true;
+                }
+            }
+            if self.slots.len() < MAX_IN_FLIGHT && self.to_backend.bytes() < FLUSH_BYTES {
+                match client_in.next().now_or_never() {
+                    None => {}
+                    Some(None) => return Ok(false),
+                    Some(Some(Err(e))) => return Err(read_error("client", e)),
+                    Some(Some(Ok(frame))) => {
+                        self.on_request(frame.freeze())?;
+                        progressed = true;
+                    }
+                }
+            }
+            if !progressed {
+                break;
+            }
         }
-        if wrote {
-            self.client_out
-                .flush()
-                .await
-                .map_err(|e| Close::Io("client", e))?;
-        }
+        Ok(true)
+    }
+
+    fn on_local(&mut self, seq: u64, response: Option<Bytes>) -> Result<(), Close> {
+        let response = response.ok_or(Close::Coordinator)?;
+        self.slots.fill(seq, response);
         Ok(())
     }
 
-    async fn on_request(&mut self, frame: Bytes) -> Result<(), Close> {
+    /// Writes every response whose turn has come, in one go.
+    async fn write_ready(&mut self) -> Result<(), Close> {
+        while let Some(response) = self.slots.pop_ready() {
+            self.to_client.push(response);
+        }
+        if self.to_client.is_empty() {
+            return Ok(());
+        }
+        let written = self
+            .to_client
+            .write_to(&mut self.client_out)
+            .await
+            .map_err(|e| Close::Io("client", e))?;
+        self.shared.metrics.bytes_client_out.inc_by(written as u64);
+        Ok(())
+    }
+
+    fn on_request(&mut self, frame: Bytes) -> Result<(), Close> {
         let metrics = &self.shared.metrics;
         metrics.bytes_client_in.inc_by(frame.len() as u64);
         let body = frame.slice(4..);
@@ -298,13 +356,13 @@ impl Conn {
                 let no_response =
                     peek.api_key == ApiKey::Produce && produce_acks_zero(&body, peek.api_version);
                 self.forward(
-                    &frame,
+                    frame,
                     &peek,
                     route == Route::ForwardRewrite,
                     no_response,
                     handles.cloned(),
-                )
-                .await
+                );
+                Ok(())
             }
             Route::ApiVersions | Route::FindCoordinator => {
                 let handles = metrics.api(peek.api_key, Path::Local);
@@ -346,46 +404,26 @@ impl Conn {
         }
     }
 
-    /// Sends a request frame to the backend unchanged, connecting (or reconnecting, when the backend
-    /// closed an idle connection) first if needed.
-    async fn forward(
+    /// Queues a request frame for the backend, unchanged; `flush_backend` writes it.
+    fn forward(
         &mut self,
-        frame: &Bytes,
+        frame: Bytes,
         peek: &Peek,
         rewrite: bool,
         no_response: bool,
         handles: Option<ApiHandles>,
-    ) -> Result<(), Close> {
-        if self.backend.is_none() {
-            self.backend = Some(connect_backend(self.shared.clone()).await?);
-        }
-        let link = self.backend.as_mut().expect("connected above");
-        if let Err(e) = link.writer.write_all(frame).await {
-            if self.outstanding > 0 {
-                return Err(Close::Io("backend", e));
-            }
-            self.expect.clear();
-            // Nothing in flight: the backend dropped an idle connection. Reconnect once.
-            tracing::debug!(error = %e, "backend write failed on an idle connection; reconnecting");
-            let link = self
-                .backend
-                .insert(connect_backend(self.shared.clone()).await?);
-            link.writer
-                .write_all(frame)
-                .await
-                .map_err(|e| Close::Io("backend", e))?;
-        }
-        self.shared
-            .metrics
-            .bytes_backend_out
-            .inc_by(frame.len() as u64);
+    ) {
+        self.to_backend.push(frame);
+        self.queued += 1;
         let seq = if no_response {
+            // Only entries already written can be forgotten (MAX_DRAIN < MAX_SILENT).
             if self.expect.len() >= MAX_SILENT && self.expect.front().is_some_and(|e| e.silent) {
                 self.expect.pop_front();
             }
             0
         } else {
             self.outstanding += 1;
+            self.queued_outstanding += 1;
             self.slots
                 .push(None, handles.as_ref().map(|h| h.duration.clone()))
         };
@@ -399,6 +437,46 @@ impl Conn {
             sent: Instant::now(),
             backend_timer: handles.map(|h| h.backend),
         });
+    }
+
+    /// Drops the `expect` entries of requests written to a backend connection that is gone,
+    /// keeping those of the requests still queued.
+    fn forget_written(&mut self) {
+        let written = self.expect.len() - self.queued;
+        self.expect.drain(..written);
+    }
+
+    /// Writes the queued requests to the backend, connecting (or reconnecting, when the backend
+    /// closed an idle connection) first if needed.
+    async fn flush_backend(&mut self) -> Result<(), Close> {
+        if self.to_backend.is_empty() {
+            return Ok(());
+        }
+        if self.backend.is_none() {
+            self.backend = Some(connect_backend(self.shared.clone()).await?);
+        }
+        let link = self.backend.as_mut().expect("connected above");
+        let written = match self.to_backend.write_to(&mut link.writer).await {
+            Ok(written) => written,
+            Err(e) if self.outstanding > self.queued_outstanding => {
+                return Err(Close::Io("backend", e))
+            }
+            Err(e) => {
+                // Nothing in flight: the backend dropped an idle connection. Reconnect once.
+                tracing::debug!(error = %e, "backend write failed on an idle connection; reconnecting");
+                self.forget_written();
+                let link = self
+                    .backend
+                    .insert(connect_backend(self.shared.clone()).await?);
+                self.to_backend
+                    .write_to(&mut link.writer)
+                    .await
+                    .map_err(|e| Close::Io("backend", e))?
+            }
+        };
+        self.queued = 0;
+        self.queued_outstanding = 0;
+        self.shared.metrics.bytes_backend_out.inc_by(written as u64);
         Ok(())
     }
 
@@ -410,16 +488,17 @@ impl Conn {
         let frame = match response {
             Some(Ok(frame)) => frame.freeze(),
             Some(Err(e)) => return Err(read_error("backend", e)),
-            None if self.outstanding == 0 => {
-                // The gateway closes idle connections; reconnect on the next request.
+            None if self.outstanding == self.queued_outstanding => {
+                // The gateway closes idle connections; reconnect on the next request (or for the
+                // requests queued in this turn).
                 self.backend = None;
-                self.expect.clear();
+                self.forget_written();
                 return Ok(());
             }
             None => {
                 return Err(Close::Backend(format!(
                     "backend closed with {} responses outstanding",
-                    self.outstanding
+                    self.outstanding - self.queued_outstanding
                 )))
             }
         };
@@ -429,9 +508,10 @@ impl Conn {
             .inc_by(frame.len() as u64);
         let correlation_id = response_correlation_id(&frame[4..]);
         let expect = loop {
-            let expect = self
-                .expect
-                .pop_front()
+            // Only requests already written can be answered (the queued ones are at the back).
+            let expect = (self.expect.len() > self.queued)
+                .then(|| self.expect.pop_front())
+                .flatten()
                 .ok_or_else(|| Close::Backend("response with no request outstanding".into()))?;
             if Some(expect.correlation_id) == correlation_id {
                 break expect;

@@ -2,6 +2,7 @@
 
 pub mod answer;
 pub mod conn;
+mod outbox;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
