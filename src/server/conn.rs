@@ -22,8 +22,9 @@ use kafka_protocol::messages::ApiKey;
 use prometheus::Histogram;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio_util::codec::{FramedRead, LengthDelimitedCodec, LengthDelimitedCodecError};
+use tokio_util::codec::{FramedRead, LengthDelimitedCodecError};
 
+use super::codec::FrameCodec;
 use super::outbox::Outbox;
 use super::{answer, Shared};
 use crate::backend::rewrite;
@@ -49,17 +50,12 @@ pub type LocalReply = Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>;
 type SlotReply = Pin<Box<dyn Future<Output = (u64, Option<Bytes>)> + Send>>;
 
 /// A codec whose frames keep their 4-byte length prefix, so forwarding needs no re-encoding.
-pub fn frame_codec(max_frame_bytes: u32) -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder()
-        .length_field_length(4)
-        .length_adjustment(4)
-        .num_skip(0)
-        .max_frame_length(max_frame_bytes as usize)
-        .new_codec()
+pub fn frame_codec(max_frame_bytes: u32) -> FrameCodec {
+    FrameCodec::new(max_frame_bytes)
 }
 
 /// Frames read from one socket.
-type Frames = FramedRead<OwnedReadHalf, LengthDelimitedCodec>;
+type Frames = FramedRead<OwnedReadHalf, FrameCodec>;
 
 /// Why a connection ended early.
 #[derive(Debug, thiserror::Error)]
@@ -206,7 +202,7 @@ pub async fn serve(shared: Arc<Shared>, socket: TcpStream, peer: SocketAddr) {
         local: FuturesUnordered::new(),
     };
     let codec = frame_codec(conn.shared.config.max_frame_bytes);
-    let mut client_in = FramedRead::with_capacity(read, codec, 16 * 1024);
+    let mut client_in = FramedRead::new(read, codec);
     if let Err(close) = conn.run(&mut client_in).await {
         conn.shared.metrics.connection_error(close.reason());
         match &close {
@@ -556,7 +552,7 @@ async fn connect_backend(shared: Arc<Shared>) -> Result<BackendLink, Close> {
     let (read, write) = stream.into_split();
     let codec = frame_codec(shared.config.max_frame_bytes);
     Ok(BackendLink {
-        reader: FramedRead::with_capacity(read, codec, 64 * 1024),
+        reader: FramedRead::new(read, codec),
         writer: write,
     })
 }

@@ -1,6 +1,7 @@
 //! The client listener: accepts connections and runs one task per connection (see `conn`).
 
 pub mod answer;
+mod codec;
 pub mod conn;
 mod outbox;
 
