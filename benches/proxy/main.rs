@@ -39,6 +39,10 @@ pub struct Args {
     /// Skip the synthetic backend.
     #[arg(long)]
     no_synthetic: bool,
+    /// Profiling aid: drive only this address (already running, e.g. a kelp under perf or
+    /// strace) with the first produce size at acks=1 and then fetch, and print what moved.
+    #[arg(long)]
+    drive: Option<String>,
     /// Workloads to run (idle, produce, fetch, latency).
     #[arg(
         long,
@@ -119,6 +123,10 @@ fn main() {
         println!(
             "proxy benchmark: skipped (run it with scripts/bench or `cargo bench --bench proxy`)"
         );
+        return;
+    }
+    if let Some(addr) = &args.drive {
+        suites::drive(&args, addr);
         return;
     }
     let (Some(kelp), Some(synthetic)) = (args.kelp_bin.clone(), args.synthetic_bin.clone()) else {

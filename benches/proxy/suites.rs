@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
+use kafka_protocol::messages::ApiKey;
 
 use crate::report::{median, Compare, Row};
 use crate::work::{self, Moved};
@@ -285,4 +286,57 @@ pub fn idle(args: &Args, setup: &Setup, produce: &Bytes) -> Vec<Row> {
             vs: [delta(per[0]), delta(per[1])],
         },
     ]
+}
+
+/// Runs one produce and one fetch workload against `addr` alone and prints what moved.
+pub fn drive(args: &Args, addr: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut conn = wire::Blocking::connect(addr).expect("connect");
+    let produce_version = conn
+        .max_version(ApiKey::Produce)
+        .ok()
+        .flatten()
+        .unwrap_or(7)
+        .min(9);
+    let fetch_version = conn
+        .max_version(ApiKey::Fetch)
+        .ok()
+        .flatten()
+        .unwrap_or(7)
+        .min(12);
+    let partitions = args.connections.max(args.fetch_connections).max(1) as i32;
+    let _ = conn.call(&wire::create_topic("kelp-bench-drive", partitions));
+    let size = args.sizes.first().copied().unwrap_or(1000).max(1);
+    let count = (args.batch_bytes / size).max(1);
+    let records = wire::batch(count, size);
+    let spec = work::Produce {
+        templates: (0..args.connections.max(1))
+            .map(|p| {
+                wire::produce(
+                    produce_version,
+                    "kelp-bench-drive",
+                    p as i32,
+                    1,
+                    records.clone(),
+                )
+            })
+            .collect(),
+        version: produce_version,
+        depth: args.depth.max(1),
+        msgs_per_request: count as u64,
+        payload_per_request: records.len() as u64,
+    };
+    let moved = runtime.block_on(work::produce(addr, &spec, args.seconds));
+    println!("produce: {moved:?} = {:.0} MB/s", moved.mb_per_s());
+    let spec = work::Fetch {
+        topic: "kelp-bench-drive".into(),
+        partitions: args.fetch_connections.max(1) as i32,
+        version: fetch_version,
+        max_bytes: args.fetch_bytes,
+    };
+    let moved = runtime.block_on(work::fetch(addr, &spec, args.seconds));
+    println!("fetch: {moved:?} = {:.0} MB/s", moved.mb_per_s());
 }
