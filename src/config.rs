@@ -92,6 +92,15 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub offsets_retention_minutes: u64,
 
+    /// SeaweedFS filer URL (http://host:port) where committed offsets and group records are kept.
+    /// Without it they are kept in memory only and lost when kelp stops.
+    #[arg(long, env = "KELP_FILER")]
+    pub filer: Option<String>,
+
+    /// kelp's directory in the filer.
+    #[arg(long, env = "KELP_STORE_PREFIX", default_value = "/kelp")]
+    pub store_prefix: String,
+
     /// Most groups with their own metric series; the rest are summed under group="__other__".
     #[arg(long, env = "KELP_MAX_TRACKED_GROUPS", default_value_t = 1000)]
     pub max_tracked_groups: usize,
@@ -120,6 +129,18 @@ impl Config {
         }
         if self.backend.parse::<SocketAddr>().is_err() && !self.backend.contains(':') {
             return Err(format!("--backend {:?} is not host:port", self.backend));
+        }
+        if let Some(filer) = &self.filer {
+            let host = filer.strip_prefix("http://").unwrap_or("");
+            if host.is_empty() || host.starts_with('/') || host.contains(char::is_whitespace) {
+                return Err(format!("--filer {filer:?} is not an http://host:port URL"));
+            }
+        }
+        if !self.store_prefix.starts_with('/') || self.store_prefix.trim_matches('/').is_empty() {
+            return Err(format!(
+                "--store-prefix {:?} is not an absolute directory other than /",
+                self.store_prefix
+            ));
         }
         if let Some(host) = &self.advertised_host {
             if host.is_empty() || host.contains(char::is_whitespace) {
@@ -273,6 +294,15 @@ mod tests {
         assert!(e.contains("--log-format"), "{e}");
         let e = parse(&["--backend", "nohost"]).unwrap_err();
         assert!(e.contains("--backend"), "{e}");
+        let e = parse(&["--filer", "127.0.0.1:8888"]).unwrap_err();
+        assert!(e.contains("--filer"), "{e}");
+        let e = parse(&["--store-prefix", "kelp"]).unwrap_err();
+        assert!(e.contains("--store-prefix"), "{e}");
+        let c = parse(&["--filer", "http://127.0.0.1:8888"]).unwrap();
+        assert_eq!(
+            (c.filer.as_deref(), c.store_prefix.as_str()),
+            (Some("http://127.0.0.1:8888"), "/kelp")
+        );
         let e = parse(&[
             "--group-min-session-timeout-ms",
             "9000",

@@ -1,11 +1,17 @@
 //! The async shell around the group state machine: one actor task owns `group::Coordinator`, feeds it
 //! requests and timer ticks with the shell's clock, and routes each reply to the response slot that
 //! waits for it. A parked JoinGroup or SyncGroup holds only its own slot; the connection goes on.
+//! With a store (`spawn_with_store`), the actor loads every group at startup, performs the
+//! coordinator's writes and imports (`durable.rs`) and reports their outcomes back to it.
+
+mod durable;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
@@ -15,6 +21,8 @@ use crate::group::{self, Call, Coordinator, Output, Request, Response};
 use crate::metrics::Metrics;
 use crate::protocol::{decode_request, encode_response, FrameError, Peek};
 use crate::server::conn::LocalReply;
+use crate::store::Store;
+use durable::{Clock, Done, Inflight, Outage};
 
 type Envelope = (Call, oneshot::Sender<Response>);
 
@@ -26,14 +34,47 @@ pub struct GroupService {
 }
 
 impl GroupService {
-    /// Starts the actor on the current runtime.
+    /// Starts the actor on the current runtime, offsets and groups in memory only.
     pub fn spawn(config: group::Config, metrics: Arc<Metrics>) -> Self {
+        Self::spawn_with_store(config, metrics, None)
+    }
+
+    /// Starts the actor on the current runtime. With a store, every group is loaded from it
+    /// first (requests meanwhile get COORDINATOR_LOAD_IN_PROGRESS), and commits and group records
+    /// are written to it before they are acknowledged.
+    pub fn spawn_with_store(
+        mut config: group::Config,
+        metrics: Arc<Metrics>,
+        store: Option<Arc<dyn Store>>,
+    ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(Coordinator::new(config), rx, metrics));
+        config.durable = store.is_some();
+        tokio::spawn(run(Coordinator::new(config), rx, metrics, store));
         GroupService {
             tx,
             next_token: Arc::new(AtomicU64::new(1)),
         }
+    }
+
+    /// Sends a decoded request and waits for its response (`None` if the actor is gone).
+    pub async fn call(
+        &self,
+        api_version: i16,
+        client_id: &str,
+        client_host: &str,
+        request: Request,
+    ) -> Option<Response> {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let call = Call {
+            token,
+            api_version,
+            client_id: client_id.to_string(),
+            client_host: client_host.to_string(),
+            request,
+        };
+        let (reply_tx, reply_rx) = oneshot::channel();
+        self.tx.send((call, reply_tx)).ok()?;
+        reply_rx.await.ok()
     }
 
     /// Decodes a group request and hands it to the coordinator. The reply resolves to the encoded
@@ -111,35 +152,79 @@ fn encode(peek: &Peek, response: &Response) -> anyhow::Result<Bytes> {
     }
 }
 
-/// The actor loop: requests and timers in, replies and metric events out.
+/// The actor loop: requests, timers and store outcomes in; replies, metric events and store
+/// operations out.
 async fn run(
     mut coordinator: Coordinator,
     mut rx: mpsc::UnboundedReceiver<Envelope>,
     metrics: Arc<Metrics>,
+    store: Option<Arc<dyn Store>>,
 ) {
-    let epoch = Instant::now();
-    let now = move || epoch.elapsed().as_millis() as u64;
+    let clock = Clock::new();
     let mut waiting: HashMap<group::Token, oneshot::Sender<Response>> = HashMap::new();
     let mut out = Vec::new();
+    // Operations in flight borrow the store, which this task owns until it ends.
+    let mut inflight = store.as_deref().map(Inflight::new);
+    let mut outage = Outage::default();
+    let mut load = store
+        .as_deref()
+        .map(|s| durable::load_after(s, std::time::Duration::ZERO));
+    let mut load_attempt = 1u32;
+    let load_started = Instant::now();
+    if load.is_some() {
+        coordinator.begin_loading();
+    }
     loop {
         let deadline = coordinator
             .next_deadline()
-            .map(|at| tokio::time::Instant::from_std(epoch + Duration::from_millis(at)));
+            .map(|at| tokio::time::Instant::from_std(clock.instant(at)));
+        let busy = inflight.as_ref().is_some_and(|i| !i.is_empty());
         tokio::select! {
             envelope = rx.recv() => {
                 let Some((call, reply)) = envelope else { return };
                 tracing::trace!(token = call.token, version = call.api_version, request = ?call.request, "group call");
                 waiting.insert(call.token, reply);
-                coordinator.handle(now(), call, &mut out);
+                coordinator.handle(clock.now(), call, &mut out);
                 // Take whatever else is queued before answering, to batch wake-ups.
                 for _ in 0..256 {
                     let Ok((call, reply)) = rx.try_recv() else { break };
                     tracing::trace!(token = call.token, version = call.api_version, request = ?call.request, "group call");
                     waiting.insert(call.token, reply);
-                    coordinator.handle(now(), call, &mut out);
+                    coordinator.handle(clock.now(), call, &mut out);
                 }
             }
-            _ = sleep_until(deadline) => coordinator.tick(now(), &mut out),
+            _ = sleep_until(deadline) => coordinator.tick(clock.now(), &mut out),
+            done = next_done(&mut inflight), if busy => {
+                report(&mut coordinator, &clock, &mut outage, done, &mut out);
+                for _ in 0..256 {
+                    let Some(done) = inflight.as_mut().and_then(Inflight::ready) else { break };
+                    report(&mut coordinator, &clock, &mut outage, done, &mut out);
+                }
+            }
+            loaded = next_load(&mut load), if load.is_some() => {
+                load = None;
+                match loaded {
+                    Ok(l) => {
+                        let groups = l.groups.len();
+                        coordinator.load(clock.now(), l.groups, &mut out);
+                        tracing::info!(
+                            groups,
+                            with_members = l.with_members,
+                            offsets = l.offsets,
+                            attempts = load_attempt,
+                            took_ms = load_started.elapsed().as_millis() as u64,
+                            "loaded the groups and offsets kept in the store"
+                        );
+                    }
+                    Err(e) if load_attempt < durable::LOAD_ATTEMPTS => {
+                        load_attempt += 1;
+                        let backoff = durable::load_backoff(load_attempt);
+                        tracing::warn!(error = %e, attempt = load_attempt, retry_in_ms = backoff.as_millis() as u64, "cannot load the groups from the store yet; group requests get COORDINATOR_LOAD_IN_PROGRESS");
+                        load = store.as_deref().map(|s| durable::load_after(s, backoff));
+                    }
+                    Err(e) => tracing::error!(error = %e, attempts = load_attempt, "giving up loading the groups from the store; group requests keep getting COORDINATOR_LOAD_IN_PROGRESS until kelp restarts"),
+                }
+            }
         }
         for output in out.drain(..) {
             match output {
@@ -157,9 +242,77 @@ async fn run(
                     }
                 }
                 Output::Event(event) => metrics.group_event(&event),
-                Output::Persist(_) | Output::Import { .. } => {}
+                Output::Persist(p) => match inflight.as_mut() {
+                    Some(i) => i.persist(p),
+                    // Not emitted without a store; should it be, the write is lost, not awaited.
+                    None => tracing::error!(group = %p.group, "a write without a store"),
+                },
+                Output::Import { id, group } => match inflight.as_mut() {
+                    Some(i) => i.import(id, group),
+                    None => tracing::error!(group = %group, "an import without a store"),
+                },
             }
         }
+    }
+}
+
+/// Hands a finished store operation back to the coordinator.
+fn report(
+    coordinator: &mut Coordinator,
+    clock: &Clock,
+    outage: &mut Outage,
+    done: Done,
+    out: &mut Vec<Output>,
+) {
+    match done {
+        Done::Persisted {
+            id,
+            group,
+            kind,
+            result,
+        } => {
+            let outcome = match result {
+                Ok(()) => {
+                    outage.succeeded();
+                    Ok(())
+                }
+                Err(e) => {
+                    outage.failed(kind, &group, &e);
+                    Err(durable::error_code(&e))
+                }
+            };
+            coordinator.persisted(clock.now(), id, outcome, out);
+        }
+        Done::Imported { id, group, result } => {
+            let result = match result {
+                Ok(found) => {
+                    outage.succeeded();
+                    if !found.is_empty() {
+                        tracing::info!(group = %group, offsets = found.len(), "importing the gateway's committed offsets");
+                    }
+                    Ok(found)
+                }
+                Err(e) => {
+                    outage.failed("import of the gateway's offsets", &group, &e);
+                    Err(durable::error_code(&e))
+                }
+            };
+            coordinator.imported(clock.now(), id, result, out);
+        }
+    }
+}
+
+async fn next_done(inflight: &mut Option<Inflight<'_>>) -> Done {
+    match inflight {
+        Some(i) => i.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_load<F: std::future::Future + Unpin>(load: &mut Option<F>) -> F::Output {
+    match load {
+        Some(f) => f.await,
+        None => std::future::pending().await,
     }
 }
 

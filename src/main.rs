@@ -90,6 +90,26 @@ fn main() {
     runtime.shutdown_timeout(Duration::from_millis(200));
 }
 
+/// The filer store for offsets and group records (`--filer`), or none: then they stay in memory.
+fn open_store(config: &Config) -> Option<Arc<dyn kelp::store::Store>> {
+    let Some(url) = &config.filer else {
+        tracing::warn!("no --filer: committed offsets and group records are kept in memory only and are lost when kelp stops");
+        return None;
+    };
+    let mut filer = kelp::store::FilerConfig::new(url.clone());
+    filer.prefix = config.store_prefix.clone();
+    match kelp::store::FilerStore::new(filer) {
+        Ok(store) => {
+            tracing::info!(filer = %url, prefix = %config.store_prefix, "offsets and group records are kept in the filer");
+            Some(Arc::new(store))
+        }
+        Err(e) => {
+            eprintln!("kelp: --filer {url}: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
 async fn run(config: Config) {
     let identity = Identity {
         node_id: config.node_id,
@@ -107,8 +127,9 @@ async fn run(config: Config) {
         tracing::warn!(backend = %backend.addr, error = %e, "backend not reachable yet; will keep trying");
     }
     tokio::spawn(backend.clone().watch(Duration::from_secs(10)));
+    let store = open_store(&config);
     let shared = Arc::new(Shared {
-        groups: GroupService::spawn(config.group_config(), metrics.clone()),
+        groups: GroupService::spawn_with_store(config.group_config(), metrics.clone(), store),
         identity,
         backend,
         metrics,

@@ -1,0 +1,226 @@
+//! Shell tests with the in-memory store (`MemoryStore`): commits acknowledged only once stored,
+//! a store outage answered COORDINATOR_NOT_AVAILABLE then recovered, a restart that loads what
+//! was stored (answering 14, Heartbeat 0, while the store cannot be read), and the import.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+use super::GroupService;
+use crate::group::{self, Request, Response};
+use crate::metrics::Metrics;
+use crate::store::{self, MemoryStore, Store, StoredGroup};
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+fn service(store: &Arc<MemoryStore>) -> GroupService {
+    let config = group::Config {
+        initial_rebalance_delay_ms: 0,
+        ..group::Config::default()
+    };
+    let store: Arc<dyn Store> = store.clone();
+    GroupService::spawn_with_store(config, Arc::new(Metrics::new()), Some(store))
+}
+
+async fn call(svc: &GroupService, version: i16, request: Request) -> Response {
+    let response = svc.call(version, "c", "/127.0.0.1", request);
+    tokio::time::timeout(Duration::from_secs(10), response)
+        .await
+        .expect("answered within 10 s")
+        .expect("the actor runs")
+}
+
+/// A simple (generation -1) commit of one offset: the partition's error code.
+async fn commit(svc: &GroupService, group: &str, partition: i32, offset: i64) -> i16 {
+    let mut r = OffsetCommitRequest::default();
+    r.group_id = s(group).into();
+    r.generation_id_or_member_epoch = -1;
+    let mut t = OffsetCommitRequestTopic::default();
+    t.name = s("t").into();
+    let mut p = OffsetCommitRequestPartition::default();
+    p.partition_index = partition;
+    p.committed_offset = offset;
+    t.partitions = vec![p];
+    r.topics = vec![t];
+    match call(svc, 8, Request::OffsetCommit(r)).await {
+        Response::OffsetCommit(r) => r.topics[0].partitions[0].error_code,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// OffsetFetch v7 of one partition: (top-level error, offset).
+async fn fetch(svc: &GroupService, group: &str, partition: i32) -> (i16, i64) {
+    let mut r = OffsetFetchRequest::default();
+    r.group_id = s(group).into();
+    let mut t = OffsetFetchRequestTopic::default();
+    t.name = s("t").into();
+    t.partition_indexes = vec![partition];
+    r.topics = Some(vec![t]);
+    match call(svc, 7, Request::OffsetFetch(r)).await {
+        Response::OffsetFetch(r) if r.error_code != 0 => (r.error_code, -1),
+        Response::OffsetFetch(r) => (0, r.topics[0].partitions[0].committed_offset),
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn heartbeat(svc: &GroupService, group: &str, member: &str, generation: i32) -> i16 {
+    let mut r = HeartbeatRequest::default();
+    r.group_id = s(group).into();
+    r.member_id = s(member);
+    r.generation_id = generation;
+    match call(svc, 4, Request::Heartbeat(r)).await {
+        Response::Heartbeat(r) => r.error_code,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Fetches until kelp has loaded (no more 14), bounded.
+async fn fetch_after_load(svc: &GroupService, group: &str, partition: i32) -> i64 {
+    let start = Instant::now();
+    loop {
+        match fetch(svc, group, partition).await {
+            (14, _) if start.elapsed() < Duration::from_secs(10) => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            (0, offset) => return offset,
+            other => panic!("fetch after load: {other:?}"),
+        }
+    }
+}
+
+fn off(offset: i64) -> store::CommittedOffset {
+    store::CommittedOffset {
+        offset,
+        leader_epoch: -1,
+        metadata: String::new(),
+        commit_timestamp_ms: 1,
+        expire_timestamp_ms: None,
+    }
+}
+
+#[tokio::test]
+async fn acknowledged_commits_are_in_the_store_and_a_new_kelp_loads_them() {
+    let store = Arc::new(MemoryStore::new());
+    let svc = service(&store);
+    assert_eq!(fetch_after_load(&svc, "g", 0).await, -1);
+    assert_eq!(commit(&svc, "g", 0, 41).await, 0);
+    assert_eq!(commit(&svc, "g", 0, 42).await, 0);
+    let stored = store.load_offsets("g").await.expect("load");
+    assert_eq!(stored[0].2.offset, 42, "acknowledged means stored");
+    drop(svc);
+    let again = service(&store);
+    assert_eq!(fetch_after_load(&again, "g", 0).await, 42);
+}
+
+#[tokio::test]
+async fn store_outage_answers_15_and_nothing_acknowledged_is_lost() {
+    let store = Arc::new(MemoryStore::new());
+    let svc = service(&store);
+    fetch_after_load(&svc, "g", 0).await;
+    assert_eq!(commit(&svc, "g", 0, 10).await, 0);
+    store.set_available(false);
+    assert_eq!(commit(&svc, "g", 0, 11).await, 15);
+    assert_eq!(commit(&svc, "g", 1, 5).await, 15);
+    assert_eq!(
+        fetch(&svc, "g", 0).await,
+        (0, 10),
+        "the failed commit is not visible"
+    );
+    store.set_available(true);
+    assert_eq!(commit(&svc, "g", 0, 12).await, 0);
+    assert_eq!(fetch(&svc, "g", 0).await, (0, 12));
+    drop(svc);
+    let again = service(&store);
+    assert_eq!(fetch_after_load(&again, "g", 0).await, 12);
+    assert_eq!(fetch(&again, "g", 1).await, (0, -1));
+}
+
+#[tokio::test]
+async fn while_the_store_cannot_be_read_kelp_answers_14_and_heartbeat_0_then_loads() {
+    let store = Arc::new(MemoryStore::new());
+    store
+        .put_offsets("g", vec![("t".into(), 0, off(7))])
+        .await
+        .expect("put");
+    store.set_available(false);
+    let svc = service(&store);
+    assert_eq!(fetch(&svc, "g", 0).await, (14, -1));
+    assert_eq!(commit(&svc, "g", 0, 8).await, 14);
+    assert_eq!(heartbeat(&svc, "g", "m", 1).await, 0);
+    store.set_available(true);
+    assert_eq!(fetch_after_load(&svc, "g", 0).await, 7);
+    assert_eq!(heartbeat(&svc, "g", "m", 1).await, 25);
+}
+
+#[tokio::test]
+async fn a_stable_group_is_stored_and_comes_back_with_its_generation() {
+    let store = Arc::new(MemoryStore::new());
+    let svc = service(&store);
+    fetch_after_load(&svc, "other", 0).await;
+    let mut join = JoinGroupRequest::default();
+    join.group_id = s("g").into();
+    join.session_timeout_ms = 30_000;
+    join.rebalance_timeout_ms = 30_000;
+    join.protocol_type = s("consumer");
+    let mut p = JoinGroupRequestProtocol::default();
+    p.name = s("range");
+    p.metadata = Bytes::from_static(b"meta");
+    join.protocols = vec![p];
+    let Response::JoinGroup(j) = call(&svc, 3, Request::JoinGroup(join)).await else {
+        panic!("join")
+    };
+    assert_eq!((j.error_code, j.generation_id), (0, 1));
+    let mut sync = SyncGroupRequest::default();
+    sync.group_id = s("g").into();
+    sync.member_id = j.member_id.clone();
+    sync.generation_id = 1;
+    let mut a = SyncGroupRequestAssignment::default();
+    a.member_id = j.member_id.clone();
+    a.assignment = Bytes::from_static(b"A1");
+    sync.assignments = vec![a];
+    let Response::SyncGroup(r) = call(&svc, 3, Request::SyncGroup(sync)).await else {
+        panic!("sync")
+    };
+    assert_eq!((r.error_code, r.assignment.as_ref()), (0, &b"A1"[..]));
+    let record = store
+        .load_group("g")
+        .await
+        .expect("load")
+        .expect("a record");
+    let record = StoredGroup::decode(&record).expect("decodes");
+    assert_eq!((record.generation, record.members.len()), (1, 1));
+    assert_eq!(record.members[0].assignment.as_ref(), b"A1");
+    drop(svc);
+    let again = service(&store);
+    fetch_after_load(&again, "other", 0).await;
+    assert_eq!(heartbeat(&again, "g", &j.member_id, 1).await, 0);
+}
+
+#[tokio::test]
+async fn gateway_offsets_are_imported_once_and_kept_in_kelps_store() {
+    let store = Arc::new(MemoryStore::new());
+    store.set_gateway_offsets("g", vec![("t".into(), 0, off(5)), ("t".into(), 1, off(9))]);
+    let svc = service(&store);
+    assert_eq!(fetch_after_load(&svc, "g", 1).await, 9);
+    let kept = store.load_offsets("g").await.expect("load");
+    assert_eq!(kept.len(), 2);
+    store.set_gateway_offsets("g", vec![("t".into(), 0, off(100))]);
+    assert_eq!(fetch(&svc, "g", 0).await, (0, 5), "imported once");
+    store.set_available(false);
+    assert_eq!(
+        fetch(&svc, "new", 0).await,
+        (15, -1),
+        "a failed import is retriable"
+    );
+}
