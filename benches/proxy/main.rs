@@ -33,6 +33,10 @@ pub struct Args {
     /// haproxy, the L4 relay baseline.
     #[arg(long, default_value = "haproxy")]
     haproxy_bin: String,
+    /// A/B aid: put a kelp built from another commit in haproxy's place (its column then compares
+    /// kelp with that build, in the same alternating rounds).
+    #[arg(long)]
+    baseline_kelp_bin: Option<PathBuf>,
     /// A running SeaweedFS Kafka gateway (host:port) to benchmark as a second backend.
     #[arg(long, env = "KELP_BENCH_GATEWAY")]
     gateway: Option<String>,
@@ -167,7 +171,12 @@ fn main() {
         rows.extend(run_suite(&args, &setup));
     }
     println!();
-    report::print_table(&rows);
+    let middle = if args.baseline_kelp_bin.is_some() {
+        "kelp baseline"
+    } else {
+        "haproxy"
+    };
+    report::print_table(&rows, middle);
     if !args.no_synthetic {
         report::print_targets(&rows, "synthetic");
     }
@@ -180,6 +189,11 @@ fn main() {
 }
 
 fn start_haproxy(args: &Args, dir: &Path, listen: &str, server: &str) -> Proc {
+    if let Some(baseline) = &args.baseline_kelp_bin {
+        let mut kelp = start_kelp(baseline, dir, listen, server);
+        kelp.name = "haproxy";
+        return kelp;
+    }
     let config = procs::haproxy_config(dir, listen, server);
     let mut cmd = Command::new(&args.haproxy_bin);
     cmd.arg("-db").arg("-f").arg(&config);
@@ -187,11 +201,12 @@ fn start_haproxy(args: &Args, dir: &Path, listen: &str, server: &str) -> Proc {
 }
 
 fn start_kelp(kelp: &Path, dir: &Path, listen: &str, backend: &str) -> Proc {
+    let log = dir.join(format!("kelp-{}.log", listen.replace(':', "-")));
     let mut cmd = Command::new(kelp);
     cmd.args(["--listen", listen, "--backend", backend, "--node-id", "1"])
         .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port())])
         .env("RUST_LOG", "warn");
-    Proc::spawn("kelp", &mut cmd, &dir.join("kelp.log"))
+    Proc::spawn("kelp", &mut cmd, &log)
 }
 
 fn addr(port: u16) -> String {
@@ -235,7 +250,6 @@ fn start_synthetic(args: &Args, kelp: &Path, synthetic: &Path, dir: &Path) -> Se
         "synthetic",
         targets,
         vec![backend, haproxy, kelp_proc],
-        dir,
     )
 }
 
@@ -260,7 +274,7 @@ fn start_gateway(args: &Args, kelp: &Path, gateway: &str, dir: &Path) -> Setup {
             pid: Some(kelp_proc.pid()),
         },
     ];
-    finish_setup(args, "gateway", targets, vec![haproxy, kelp_proc], dir)
+    finish_setup(args, "gateway", targets, vec![haproxy, kelp_proc])
 }
 
 /// Waits for every target, settles the API versions all three share and creates the topics.
@@ -269,7 +283,6 @@ fn finish_setup(
     backend: &'static str,
     targets: Vec<Target>,
     mut procs: Vec<Proc>,
-    dir: &Path,
 ) -> Setup {
     let mut produce_version = 9;
     let mut fetch_version = 12;
@@ -298,12 +311,7 @@ fn finish_setup(
         fetch_version = fetch_version.min(f);
     }
     for p in &mut procs {
-        let log = dir.join(match p.name {
-            "kelp" => "kelp.log",
-            "haproxy" => "haproxy.log",
-            _ => "synthetic.log",
-        });
-        p.check_running(&log);
+        p.check_running();
     }
     let kelp_pid = targets[2].pid.expect("kelp pid");
     std::thread::sleep(Duration::from_millis(300));

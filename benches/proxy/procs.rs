@@ -9,19 +9,24 @@ use std::time::{Duration, Instant};
 /// A child process that is killed and reaped when dropped.
 pub struct Proc {
     pub name: &'static str,
+    log: PathBuf,
     child: Child,
 }
 
 impl Proc {
     pub fn spawn(name: &'static str, cmd: &mut Command, log: &Path) -> Proc {
-        let log = std::fs::File::create(log).expect("log file");
+        let file = std::fs::File::create(log).expect("log file");
         let child = cmd
             .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
-        Proc { name, child }
+        Proc {
+            name,
+            log: log.to_path_buf(),
+            child,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -29,9 +34,9 @@ impl Proc {
     }
 
     /// Panics with the log when the process has exited.
-    pub fn check_running(&mut self, log: &Path) {
+    pub fn check_running(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {
-            let tail = std::fs::read_to_string(log).unwrap_or_default();
+            let tail = std::fs::read_to_string(&self.log).unwrap_or_default();
             panic!("{} exited ({status}):\n{tail}", self.name);
         }
     }

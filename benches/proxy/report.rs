@@ -65,9 +65,15 @@ fn compared(v: Option<f64>, compare: Compare, unit: &str) -> String {
     }
 }
 
-pub fn print_table(rows: &[Row]) {
+/// `middle` names the second target: haproxy, or a baseline kelp build in an A/B run.
+pub fn print_table(rows: &[Row], middle: &str) {
+    let label = if middle == "haproxy" {
+        "haproxy (L4)"
+    } else {
+        middle
+    };
     println!(
-        "| backend | workload | direct | haproxy (L4) | kelp | kelp vs direct | kelp vs haproxy |"
+        "| backend | workload | direct | {label} | kelp | kelp vs direct | kelp vs {middle} |"
     );
     println!("|---|---|---|---|---|---|---|");
     for r in rows {
