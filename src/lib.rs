@@ -12,3 +12,4 @@ pub mod route;
 pub mod server;
 pub mod shutdown;
 pub mod store;
+pub mod tls;
