@@ -116,7 +116,7 @@ async fn run(config: Config) {
         host: StrBytes::from_string(config.advertised_host()),
         port: i32::from(config.advertised_port()),
     };
-    let backend = Backend::new(config.backend.clone());
+    let backend = Backend::with_tls(config.backend.clone(), backend_tls(&config));
     let metrics = Arc::new(Metrics::with_group_limits(
         config.max_tracked_groups,
         Duration::from_secs(config.group_metrics_idle_secs),
@@ -128,6 +128,7 @@ async fn run(config: Config) {
     }
     tokio::spawn(backend.clone().watch(Duration::from_secs(10)));
     let store = open_store(&config);
+    let client_tls = client_tls(&config);
     let shared = Arc::new(Shared {
         groups: GroupService::spawn_with_store(config.group_config(), metrics.clone(), store),
         identity,
@@ -135,6 +136,7 @@ async fn run(config: Config) {
         metrics,
         config,
         shutdown: kelp::shutdown::Shutdown::new(),
+        client_tls,
     });
     tracing::info!(
         listen = %shared.config.listen,
@@ -143,10 +145,84 @@ async fn run(config: Config) {
         advertised = %format!("{}:{}", shared.identity.host, shared.identity.port),
         "kelp started"
     );
+    watch_tls(&shared);
     tokio::spawn(kelp::http::serve(metrics_listener, shared.clone()));
     tokio::spawn(kelp::server::serve(client_listener, shared.clone()));
     shutdown_signal().await;
     drain(&shared).await;
+}
+
+/// TLS on the client listener from `--tls-cert`/`--tls-key` (and `--tls-client-ca`); a file that
+/// does not load stops kelp at startup with one line naming it.
+fn client_tls(config: &Config) -> Option<Arc<kelp::tls::Reloading<rustls::ServerConfig>>> {
+    let flags = &config.tls;
+    let (cert, key) = (flags.tls_cert.clone()?, flags.tls_key.clone()?);
+    let ca = flags.tls_client_ca.clone();
+    let mut paths = vec![cert.clone(), key.clone()];
+    paths.extend(ca.clone());
+    let load = move || kelp::tls::server_config(&cert, &key, ca.as_deref());
+    match kelp::tls::Reloading::new("client", paths, load) {
+        Ok(tls) => Some(Arc::new(tls)),
+        Err(e) => {
+            eprintln!("kelp: --tls-cert/--tls-key/--tls-client-ca: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// TLS to the backend from `--backend-tls-ca` (and `--backend-tls-cert`/`--backend-tls-key`).
+fn backend_tls(config: &Config) -> Option<kelp::backend::BackendTls> {
+    let flags = &config.tls;
+    let ca = flags.backend_tls_ca.clone()?;
+    let identity = flags
+        .backend_tls_cert
+        .clone()
+        .zip(flags.backend_tls_key.clone());
+    let host = match &flags.backend_tls_server_name {
+        Some(name) => name.clone(),
+        None => config
+            .backend
+            .rsplit_once(':')
+            .map_or(config.backend.clone(), |(h, _)| h.to_string()),
+    };
+    let server_name = match rustls_pki_types::ServerName::try_from(host.trim_matches(['[', ']'])) {
+        Ok(name) => name.to_owned(),
+        Err(e) => {
+            eprintln!("kelp: --backend-tls-server-name {host:?}: {e}");
+            std::process::exit(2);
+        }
+    };
+    let mut paths = vec![ca.clone()];
+    if let Some((cert, key)) = &identity {
+        paths.extend([cert.clone(), key.clone()]);
+    }
+    let load = move || {
+        let identity = identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+        kelp::tls::client_config(&ca, identity)
+    };
+    match kelp::tls::Reloading::new("backend", paths, load) {
+        Ok(tls) => Some(kelp::backend::BackendTls {
+            config: Arc::new(tls),
+            server_name,
+        }),
+        Err(e) => {
+            eprintln!("kelp: --backend-tls-ca/--backend-tls-cert/--backend-tls-key: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Re-reads the TLS files every `--tls-reload-secs` (a rotated certificate is used for new
+/// connections; a bad change keeps the old one).
+fn watch_tls(shared: &Arc<Shared>) {
+    let reloads = kelp::tls::reload_counter(&shared.metrics.registry);
+    let every = Duration::from_secs(shared.config.tls.tls_reload_secs);
+    if let Some(tls) = &shared.client_tls {
+        tokio::spawn(tls.clone().watch(every, reloads.clone()));
+    }
+    if let Some(tls) = shared.backend.tls() {
+        tokio::spawn(tls.config.clone().watch(every, reloads));
+    }
 }
 
 /// SIGTERM / Ctrl-C: stop accepting, let every connection answer what it has in flight and close,

@@ -14,6 +14,8 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes, VersionRange};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::tls::{Reloading, Stream};
+
 use crate::protocol::versions::BackendRanges;
 
 pub use rewrite::Identity;
@@ -27,15 +29,34 @@ pub struct Backend {
     pub addr: String,
     ranges: ArcSwap<BackendRanges>,
     up: AtomicBool,
+    /// TLS to the backend (`--backend-tls-ca`): the client configuration and the name to verify.
+    tls: Option<BackendTls>,
+}
+
+/// How kelp talks TLS to the backend.
+pub struct BackendTls {
+    pub config: Arc<Reloading<rustls::ClientConfig>>,
+    pub server_name: rustls_pki_types::ServerName<'static>,
 }
 
 impl Backend {
     pub fn new(addr: String) -> Arc<Self> {
+        Self::with_tls(addr, None)
+    }
+
+    /// A backend reached over TLS when `tls` is given.
+    pub fn with_tls(addr: String, tls: Option<BackendTls>) -> Arc<Self> {
         Arc::new(Backend {
             addr,
             ranges: ArcSwap::from_pointee(BackendRanges::new()),
             up: AtomicBool::new(false),
+            tls,
         })
+    }
+
+    /// TLS to the backend, when configured.
+    pub fn tls(&self) -> Option<&BackendTls> {
+        self.tls.as_ref()
     }
 
     /// The backend's advertised ranges from the last successful discovery (empty before the first).
@@ -48,15 +69,24 @@ impl Backend {
         self.up.load(Ordering::Relaxed)
     }
 
-    /// Opens a new connection to the backend (one per client connection).
-    pub async fn connect(&self) -> std::io::Result<TcpStream> {
-        let stream = tokio::time::timeout(BACKEND_TIMEOUT, TcpStream::connect(&self.addr))
+    /// Opens a new connection to the backend (one per client connection), TLS when configured;
+    /// connect and handshake are bounded together.
+    pub async fn connect(&self) -> std::io::Result<Stream> {
+        let open = async {
+            let tcp = TcpStream::connect(&self.addr).await?;
+            tcp.set_nodelay(true)?;
+            let Some(tls) = &self.tls else {
+                return Ok(Stream::Plain(tcp));
+            };
+            let connector = tokio_rustls::TlsConnector::from(tls.config.current());
+            let stream = connector.connect(tls.server_name.clone(), tcp).await?;
+            Ok(Stream::Client(Box::new(stream)))
+        };
+        tokio::time::timeout(BACKEND_TIMEOUT, open)
             .await
             .map_err(|_| {
                 std::io::Error::new(std::io::ErrorKind::TimedOut, "backend connect timed out")
-            })??;
-        stream.set_nodelay(true)?;
-        Ok(stream)
+            })?
     }
 
     /// One discovery round: asks the backend's ApiVersions on a fresh connection and records the result.

@@ -20,8 +20,6 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use kafka_protocol::messages::ApiKey;
 use prometheus::Histogram;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodecError};
 
 use super::codec::FrameCodec;
@@ -32,6 +30,7 @@ use crate::config::GroupMode;
 use crate::metrics::{ApiHandles, Path};
 use crate::protocol::{peek, produce_acks_zero, response_correlation_id, FrameError, Peek};
 use crate::route::{route, Route};
+use crate::tls::{ReadHalf, Stream, WriteHalf};
 
 /// Most requests in flight on one connection before kelp stops reading from it.
 const MAX_IN_FLIGHT: usize = 128;
@@ -55,7 +54,7 @@ pub fn frame_codec(max_frame_bytes: u32) -> FrameCodec {
 }
 
 /// Frames read from one socket.
-type Frames = FramedRead<OwnedReadHalf, FrameCodec>;
+type Frames = FramedRead<ReadHalf, FrameCodec>;
 
 /// Why a connection ended early.
 #[derive(Debug, thiserror::Error)]
@@ -123,7 +122,7 @@ struct Expect {
 
 struct BackendLink {
     reader: Frames,
-    writer: OwnedWriteHalf,
+    writer: WriteHalf,
 }
 
 /// In-order response slots: `slots[0]` has sequence number `head`.
@@ -184,7 +183,7 @@ impl Slots {
 }
 
 /// Serves one client connection until it closes or misbehaves.
-pub async fn serve(shared: Arc<Shared>, socket: TcpStream, peer: SocketAddr) {
+pub async fn serve(shared: Arc<Shared>, socket: Stream, peer: SocketAddr) {
     let _ = socket.set_nodelay(true);
     let (read, write) = socket.into_split();
     let mut conn = Conn {
@@ -226,7 +225,7 @@ fn is_reset(e: &std::io::Error) -> bool {
 struct Conn {
     shared: Arc<Shared>,
     client_host: String,
-    client_out: OwnedWriteHalf,
+    client_out: WriteHalf,
     /// Responses whose turn has come, written together at the end of a turn.
     to_client: Outbox,
     backend: Option<BackendLink>,

@@ -8,13 +8,14 @@ mod outbox;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::backend::{Backend, Identity};
 use crate::config::Config;
 use crate::coordinator::GroupService;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
+use crate::tls::{Reloading, Stream};
 
 /// What every connection task shares.
 pub struct Shared {
@@ -25,7 +26,12 @@ pub struct Shared {
     pub groups: GroupService,
     /// Drain state and the count of live client connections (`--max-connections`).
     pub shutdown: Shutdown,
+    /// TLS on the client listener (`--tls-cert`, `--tls-key`, `--tls-client-ca`).
+    pub client_tls: Option<Arc<Reloading<rustls::ServerConfig>>>,
 }
+
+/// Longest a client gets to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts client connections until the drain begins, one task each. A failed accept is logged and
 /// retried. Beyond `--max-connections` live connections a new one is closed at once, with a log
@@ -63,7 +69,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 let active = active.clone();
                 tokio::spawn(async move {
                     active.inc();
-                    conn::serve(shared, socket, peer).await;
+                    if let Some(stream) = handshake(&shared, socket, peer).await {
+                        conn::serve(shared, stream, peer).await;
+                    }
                     active.dec();
                     drop(live);
                 });
@@ -75,6 +83,28 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             }
         }
     }
+}
+
+/// The client's TLS handshake when the listener has TLS (bounded); a failure closes the connection
+/// with a log line and `kelp_connection_errors_total{reason="tls_handshake"}`.
+async fn handshake(
+    shared: &Shared,
+    socket: TcpStream,
+    peer: std::net::SocketAddr,
+) -> Option<Stream> {
+    let _ = socket.set_nodelay(true);
+    let Some(tls) = &shared.client_tls else {
+        return Some(Stream::Plain(socket));
+    };
+    let accept = tokio_rustls::TlsAcceptor::from(tls.current()).accept(socket);
+    let error = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, accept).await {
+        Ok(Ok(stream)) => return Some(Stream::Server(Box::new(stream))),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "timed out".to_string(),
+    };
+    shared.metrics.connection_error("tls_handshake");
+    tracing::warn!(peer = %peer, error = %error, "closing connection: TLS handshake failed");
+    None
 }
 
 /// Logs refused connections: the first at once, then at most one line a second with the count.

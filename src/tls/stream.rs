@@ -29,6 +29,15 @@ pub enum WriteHalf {
 }
 
 impl Stream {
+    /// TCP_NODELAY on the underlying socket.
+    pub fn set_nodelay(&self, nodelay: bool) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.set_nodelay(nodelay),
+            Stream::Server(s) => s.get_ref().0.set_nodelay(nodelay),
+            Stream::Client(s) => s.get_ref().0.set_nodelay(nodelay),
+        }
+    }
+
     pub fn is_tls(&self) -> bool {
         !matches!(self, Stream::Plain(_))
     }
