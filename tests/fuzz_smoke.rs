@@ -96,7 +96,9 @@ fn sequence() {
 #[test]
 #[ignore]
 fn write_seeds() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join("corpus");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz")
+        .join("corpus");
     for (target, name, data) in fuzz_bodies::seeds::all() {
         let dir = root.join(target);
         std::fs::create_dir_all(&dir).unwrap();

@@ -38,8 +38,9 @@ fn framing(data: &[u8]) {
                     frame.len() - 4,
                     "length prefix and frame differ"
                 );
+                // The limit is on the length field (the bytes after the 4-byte prefix).
                 assert!(
-                    frame.len() <= MAX_FRAME as usize,
+                    frame.len() - 4 <= MAX_FRAME as usize,
                     "a frame over the maximum"
                 );
                 run_one(&frame[4..]);
