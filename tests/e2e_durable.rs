@@ -5,21 +5,18 @@
 //! those offsets; and with the filer stopped (SIGSTOP) commits fail retriably, then succeed, and
 //! nothing acknowledged is lost.
 
+mod durable;
 mod support;
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::{Offset, TopicPartitionList};
+use durable::{
+    commit_offset, commits, committed, committer, generation, metric, not_available,
+    try_create_topic, Script, Stopped,
+};
 use support::{GroupConsumer, Kelp};
 
 /// The filer-stop test takes this for writing (the gateway depends on the filer too); every
@@ -44,23 +41,6 @@ fn kelp(test: &str, extra: &[&str]) -> Kelp {
     ];
     args.extend_from_slice(extra);
     Kelp::start(&args)
-}
-
-/// A metric sample `name{...}` whose labels include every `label="value"` given.
-fn metric(kelp: &Kelp, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let (_, body) = kelp.http_get("/metrics");
-    body.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .find(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
-fn generation(kelp: &Kelp, group: &str) -> Option<i64> {
-    metric(kelp, "kelp_group_generation", &[("group", group)]).map(|v| v as i64)
 }
 
 // ---- 1. kill -9 ---------------------------------------------------------------------------------
@@ -89,113 +69,6 @@ while time.monotonic() < end:
     except Exception as e:
         print(f"failed {m.partition()} {m.offset() + 1} {e}", flush=True)
 "#;
-
-/// A child process whose stdout lines are collected; SIGKILLed on drop.
-struct Script {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Script {
-    fn start(script: &str, args: &[&str]) -> Script {
-        let mut child = Command::new(support::python_bin())
-            .arg("-c")
-            .arg(script)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn python");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let (out, sink) = (child.stdout.take().expect("stdout"), lines.clone());
-        thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Script { child, lines }
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Script {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-/// Per partition: the last acknowledged commit and the last attempted one; plus the counts.
-fn commits(lines: &[String]) -> (BTreeMap<i32, i64>, BTreeMap<i32, i64>, usize, usize) {
-    let (mut acked, mut tried, mut n_acked, mut n_failed) =
-        (BTreeMap::new(), BTreeMap::new(), 0, 0);
-    for l in lines {
-        let f: Vec<&str> = l.splitn(4, ' ').collect();
-        let (Some(p), Some(o)) = (
-            f.get(1).and_then(|p| p.parse::<i32>().ok()),
-            f.get(2).and_then(|o| o.parse::<i64>().ok()),
-        ) else {
-            continue;
-        };
-        match f[0] {
-            "trying" => {
-                tried.insert(p, o);
-            }
-            "acked" => {
-                acked.insert(p, o);
-                n_acked += 1;
-            }
-            _ => n_failed += 1,
-        }
-    }
-    (acked, tried, n_acked, n_failed)
-}
-
-/// The group's committed offsets as kelp answers OffsetFetch through librdkafka (-1: none);
-/// retried while kelp is still loading (bounded).
-fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("broker.address.family", "v4")
-        .set("group.id", group)
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let start = Instant::now();
-    loop {
-        match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
-            Ok(got) => {
-                return got
-                    .elements()
-                    .iter()
-                    .map(|e| {
-                        let o = match e.offset() {
-                            Offset::Offset(o) => o,
-                            _ => -1,
-                        };
-                        (e.partition(), o)
-                    })
-                    .collect()
-            }
-            Err(e) if start.elapsed() < Duration::from_secs(30) => {
-                eprintln!("OffsetFetch not yet: {e}");
-                thread::sleep(Duration::from_millis(200));
-            }
-            Err(e) => panic!("OffsetFetch of {group} through {bootstrap}: {e}"),
-        }
-    }
-}
 
 #[test]
 fn commits_survive_kill9_and_consumers_resume_from_the_last_acknowledged_commit() {
@@ -455,87 +328,6 @@ fn a_group_that_committed_through_the_gateway_resumes_through_kelp_from_those_of
 
 // ---- 4. the filer stops -----------------------------------------------------------------------------
 
-/// SIGCONTs the process when dropped, so a failing test never leaves the filer stopped.
-struct Stopped(u32);
-
-impl Stopped {
-    fn new(pid: u32) -> Stopped {
-        signal("-STOP", pid);
-        let stopped = Stopped(pid);
-        support::wait_until(
-            &format!("pid {pid} stopped"),
-            Duration::from_secs(10),
-            || {
-                std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .ok()
-                    .and_then(|s| Some(s.rsplit_once(')')?.1.split_whitespace().next()? == "T"))
-                    .unwrap_or(false)
-            },
-        );
-        stopped
-    }
-}
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        signal("-CONT", self.0);
-    }
-}
-
-fn signal(sig: &str, pid: u32) {
-    let st = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(st.success(), "kill {sig} {pid}");
-}
-
-/// One CreateTopics through `bootstrap`; an existing topic is fine.
-fn try_create_topic(bootstrap: &str, name: &str) -> Result<(), String> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("broker.address.family", "v4")
-        .create()
-        .map_err(|e| e.to_string())?;
-    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
-    let topic = NewTopic::new(name, 1, TopicReplication::Fixed(1));
-    let results = futures::executor::block_on(admin.create_topics([&topic], &opts))
-        .map_err(|e| e.to_string())?;
-    match results.into_iter().next() {
-        Some(Ok(_)) | Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => Ok(()),
-        Some(Err((_, code))) => Err(format!("{code:?}")),
-        None => Err("no result".into()),
-    }
-}
-
-/// A librdkafka client that only commits (explicit offsets, no assignment: a simple group), so
-/// no forwarded Fetch shares its connection with the commits.
-fn committer(bootstrap: &str, group: &str) -> BaseConsumer {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("broker.address.family", "v4")
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer")
-}
-
-fn commit_offset(c: &BaseConsumer, topic: &str, offset: i64) -> Result<(), String> {
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Offset(offset))
-        .expect("partition");
-    c.commit(&tpl, CommitMode::Sync).map_err(|e| e.to_string())
-}
-
-fn not_available(kelp: &Kelp, group: &str) -> f64 {
-    metric(
-        kelp,
-        "kelp_group_offset_commits_total",
-        &[("group", group), ("result", "coordinator_not_available")],
-    )
-    .unwrap_or(0.0)
-}
-
 #[test]
 fn filer_stopped_commits_fail_retriably_then_succeed_and_nothing_acknowledged_is_lost() {
     let _exclusive = FILER.write().unwrap_or_else(|e| e.into_inner());
@@ -631,110 +423,5 @@ fn filer_stopped_commits_fail_retriably_then_succeed_and_nothing_acknowledged_is
     eprintln!(
         "the gateway serves again {:?} after the stop began",
         t0.elapsed()
-    );
-}
-
-// ---- measurement --------------------------------------------------------------------------------
-
-/// kelp's own startup over 10,000 stored groups (3 members each, one offsets file of 3 partitions):
-/// from spawning the process to its "loaded" log line, and to the first OffsetFetch answered.
-/// `cargo test --release --test e2e_durable -- --ignored --nocapture startup_loads_10k`
-#[test]
-#[ignore = "a measurement, run on demand"]
-fn startup_loads_10k_group_records() {
-    use kelp::store::{CommittedOffset, FilerConfig, FilerStore, Store, StoredGroup, StoredMember};
-    const GROUPS: usize = 10_000;
-    let _shared = shared();
-    let prefix = format!("/kelp-bench-10k-{}", std::process::id());
-    let filer = support::stack().filer.clone();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let record = StoredGroup {
-        protocol_type: Some("consumer".into()),
-        protocol_name: Some("range".into()),
-        generation: 7,
-        leader: Some("member-0".into()),
-        state_timestamp_ms: 1_795_000_000_000,
-        members: (0..3)
-            .map(|i| StoredMember {
-                member_id: format!("member-{i}"),
-                group_instance_id: None,
-                client_id: "rdkafka".into(),
-                client_host: "/127.0.0.1".into(),
-                rebalance_timeout_ms: 300_000,
-                session_timeout_ms: 45_000,
-                subscription: bytes::Bytes::from_static(b"\0\x03\0\0\0\x01\0\x06orders\0\0\0\0"),
-                assignment: bytes::Bytes::from(vec![
-                    0, 3, 0, 0, 0, 1, 0, 1, b't', 0, 0, 0, 1, 0, 0, 0, i,
-                ]),
-            })
-            .collect(),
-    }
-    .encode();
-    let t = Instant::now();
-    runtime.block_on(async {
-        let mut config = FilerConfig::new(filer.clone());
-        config.prefix = prefix.clone();
-        let store = FilerStore::new(config).expect("store");
-        for chunk in (0..GROUPS).collect::<Vec<_>>().chunks(1000) {
-            let writes = chunk.iter().flat_map(|i| {
-                let g = format!("bench-group-{i:05}");
-                let offsets = (0..3)
-                    .map(|p| {
-                        let o = CommittedOffset {
-                            offset: *i as i64,
-                            leader_epoch: -1,
-                            metadata: String::new(),
-                            commit_timestamp_ms: 1_795_000_000_000,
-                            expire_timestamp_ms: None,
-                        };
-                        ("orders".to_string(), p, o)
-                    })
-                    .collect();
-                [
-                    store.put_group(&g, record.clone()),
-                    store.put_offsets(&g, offsets),
-                ]
-            });
-            for r in futures::future::join_all(writes).await {
-                r.expect("write");
-            }
-        }
-    });
-    eprintln!(
-        "wrote {GROUPS} group records + offsets files in {:.2?}",
-        t.elapsed()
-    );
-
-    let t0 = Instant::now();
-    let kelp = Kelp::start(&["--filer", &filer, "--store-prefix", &prefix]);
-    let listening = t0.elapsed();
-    let mut line = String::new();
-    support::wait_until("the loaded log line", Duration::from_secs(300), || {
-        line = kelp
-            .log()
-            .lines()
-            .find(|l| l.contains("loaded the groups"))
-            .unwrap_or_default()
-            .to_string();
-        !line.is_empty()
-    });
-    let loaded = t0.elapsed();
-    let answered = {
-        let got = committed(kelp.addr(), "bench-group-09999", "orders", 3);
-        assert_eq!(got, BTreeMap::from([(0, 9999), (1, 9999), (2, 9999)]));
-        t0.elapsed()
-    };
-    assert!(line.contains(&format!("groups={GROUPS}")), "{line}");
-    eprintln!(
-        "kelp startup over {GROUPS} stored groups: listening after {listening:.2?}; loaded after \
-         {loaded:.2?} (log: {}); first OffsetFetch answered after {answered:.2?}",
-        line.split("loaded the groups and offsets kept in the store")
-            .nth(1)
-            .unwrap_or("")
-            .trim()
     );
 }
