@@ -25,10 +25,18 @@ pub fn rewrite(api: ApiKey, version: i16, frame: Bytes, me: &Identity) -> anyhow
         ApiKey::Metadata => {
             let mut response = MetadataResponse::decode(&mut body, version)?;
             rewrite_metadata(&mut response, me);
+            keep_encodable_tags(&mut response.unknown_tagged_fields);
+            for topic in &mut response.topics {
+                keep_encodable_tags(&mut topic.unknown_tagged_fields);
+                for partition in &mut topic.partitions {
+                    keep_encodable_tags(&mut partition.unknown_tagged_fields);
+                }
+            }
             encode_response(api, version, correlation_id, &response)
         }
         ApiKey::DescribeCluster => {
             let mut response = DescribeClusterResponse::decode(&mut body, version)?;
+            keep_encodable_tags(&mut response.unknown_tagged_fields);
             response.controller_id = BrokerId(me.node_id);
             response.brokers = vec![DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(me.node_id))
@@ -38,6 +46,13 @@ pub fn rewrite(api: ApiKey, version: i16, frame: Bytes, me: &Identity) -> anyhow
         }
         other => anyhow::bail!("no rewrite for {other:?}"),
     }
+}
+
+/// Drops unknown tagged fields whose tag is above i32::MAX (read as negative): kafka-protocol
+/// 0.18 counts them when encoding but does not write them, which would send the client a
+/// malformed response (found by the rewrite fuzz target). No real tag is that large.
+fn keep_encodable_tags(tags: &mut std::collections::BTreeMap<i32, Bytes>) {
+    tags.retain(|tag, _| *tag >= 0);
 }
 
 /// One broker (kelp), the controller and every partition's leader and replicas on it.
@@ -134,6 +149,27 @@ mod tests {
             assert_eq!(got.brokers[0].port, 19092);
             assert_eq!(got.controller_id, BrokerId(7));
         }
+    }
+
+    /// fuzz/regressions/rewrite: DescribeCluster v0 with an unknown tag of 0xafffffff.
+    #[test]
+    fn a_tag_above_i32_max_does_not_make_a_malformed_response() {
+        let mut frame = vec![0, 0, 0, 5, 0]; // correlation id 5, no header tags
+        frame.extend_from_slice(&[0, 0, 0, 0, 0, 0]); // throttle, error code
+        frame.extend_from_slice(&[0, 1]); // null error message, empty cluster id
+        frame.extend_from_slice(&[0, 0, 0, 1, 1]); // controller 1, no brokers
+        frame.extend_from_slice(&[0, 0, 0, 0]); // authorized operations
+        frame.extend_from_slice(&[2, 0xff, 0xff, 0xff, 0xff, 0x0a, 0, 9, 1, b'x']); // 2 tags
+        let out = rewrite(ApiKey::DescribeCluster, 0, Bytes::from(frame), &me()).unwrap();
+        let len = i32::from_be_bytes([out[0], out[1], out[2], out[3]]) as usize;
+        assert_eq!(len, out.len() - 4);
+        let (_, mut body) = split_response(out.slice(4..), ApiKey::DescribeCluster, 0).unwrap();
+        let got = DescribeClusterResponse::decode(&mut body, 0).unwrap();
+        assert_eq!(
+            got.unknown_tagged_fields.len(),
+            1,
+            "the valid unknown tag is kept"
+        );
     }
 
     #[test]

@@ -114,6 +114,15 @@ pub fn encode_response<T: Encodable>(
         out.put_u8(0); // empty tagged-field section
     }
     body.encode(&mut out, version)?;
+    // The prefix says what was written: kafka-protocol's compute_size can disagree with encode
+    // (unknown tagged fields of a decoded response, found by the rewrite fuzz target), and a wrong
+    // prefix would make the client read into the next response.
+    let written = out.len() - 4;
+    anyhow::ensure!(
+        i32::try_from(written).is_ok(),
+        "{api_key:?} v{version} response of {written} bytes"
+    );
+    out[..4].copy_from_slice(&(written as i32).to_be_bytes());
     Ok(out.freeze())
 }
 
