@@ -14,8 +14,9 @@ use futures::Future;
 use crate::group::{self, GroupRecord, LoadedGroup, MemberRecord, OffsetEntry, Persist, Write};
 use crate::store::{self, Store, StoreError, StoredGroup, StoredMember};
 
-/// Groups loaded at once at startup (each is a few filer requests).
-const LOAD_CONCURRENCY: usize = 64;
+/// Groups loaded at once at startup (each is a few filer requests; the filer client bounds the
+/// requests in flight itself, so this only keeps it saturated).
+const LOAD_CONCURRENCY: usize = 256;
 /// Backoff between startup load attempts while the store is unavailable.
 const LOAD_BACKOFF_MIN: Duration = Duration::from_millis(200);
 const LOAD_BACKOFF_MAX: Duration = Duration::from_secs(10);
