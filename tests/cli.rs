@@ -56,6 +56,8 @@ fn help_documents_every_flag_and_its_env_var() {
             "KELP_GROUP_INITIAL_REBALANCE_DELAY_MS",
         ),
         ("--group-max-size", "KELP_GROUP_MAX_SIZE"),
+        ("--filer", "KELP_FILER"),
+        ("--store-prefix", "KELP_STORE_PREFIX"),
     ] {
         assert!(stdout.contains(flag), "--help lacks {flag}");
         assert!(stdout.contains(env), "--help lacks {env}");
