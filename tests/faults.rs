@@ -1,22 +1,22 @@
 //! Fault injection with real parts: the SeaweedFS gateway killed (-9) and restarted mid-produce and
-//! mid-consume, and kelp itself killed -9 during a rebalance. Each case checks that clients see only
-//! retriable errors (no failed delivery, no fatal consumer error), that kelp recovers by itself, that
+//! mid-consume, the filer stopped mid-commit, and kelp itself killed -9 during a rebalance. Each
+//! case checks that clients see only retriable errors (no failed delivery, no fatal consumer error), that kelp recovers by itself, that
 //! no acknowledged produce or commit is lost (counted), and that the group re-forms with every
 //! partition owned once. Each prints one row of the fault table.
 //!
 //! The 4.48 gateway cannot read back what it stored before a restart (BACKEND.md). Records acked
 //! before the kill are therefore counted separately as the gateway's own loss; kelp's loss is what
 //! was acked after the restart and cannot be read back, and must be 0.
-//! The filer-stopped-mid-commit case needs the durable filer store wired into kelp (`--filer`): it is
-//! not here yet.
+//! The filer is stopped mid-commit by pausing `weed server` (SIGSTOP, SIGCONT): commits kelp could
+//! not store are refused with a retriable error, and the last acknowledged one survives a restart.
 
+#[path = "faults/gateway.rs"]
+mod gateway;
 mod raw;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::fs;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -30,78 +30,8 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use gateway::Gateway;
 use support::{create_topic, stack, wait_until, GroupConsumer, Kelp};
-
-// ------------------------------------------------------------------------------------------------
-// the gateway, killed and restarted in place
-
-/// The stack's gateway process: its command line is read from /proc so it restarts identically.
-struct Gateway {
-    argv: Vec<String>,
-    pid: u32,
-}
-
-impl Gateway {
-    fn of_stack() -> Gateway {
-        let pids: serde_json::Value =
-            serde_json::from_str(&fs::read_to_string(stack().dir.join("pids.json")).unwrap())
-                .unwrap();
-        let pid = pids["gateway"]["pid"]
-            .as_u64()
-            .expect("gateway pid in pids.json") as u32;
-        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).expect("gateway runs");
-        let argv = cmdline
-            .split(|b| *b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        Gateway { argv, pid }
-    }
-
-    fn kill9(&self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", &self.pid.to_string()])
-            .status();
-        wait_until("the gateway to die", Duration::from_secs(30), || {
-            fs::read_to_string(format!("/proc/{}/stat", self.pid))
-                .map(|s| s.contains(") Z "))
-                .unwrap_or(true)
-        });
-    }
-
-    /// Starts the same command again in its own process group, logging to the stack's gateway.log,
-    /// and records it in the stack's pids.json so that the stack's stop and watchdog end it.
-    fn restart(&mut self) {
-        let dir = &stack().dir;
-        let log = fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(dir.join("gateway.log"))
-            .unwrap();
-        let child = Command::new(&self.argv[0])
-            .args(&self.argv[1..])
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .expect("restart the gateway");
-        self.pid = child.id();
-        let start = fs::read_to_string(format!("/proc/{}/stat", self.pid))
-            .ok()
-            .and_then(|s| {
-                s.rsplit_once(')')
-                    .map(|(_, r)| r.split_whitespace().nth(19).unwrap_or("").to_string())
-            });
-        let path = dir.join("pids.json");
-        let mut pids: serde_json::Value =
-            serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
-        pids["gateway"] = serde_json::json!({"pid": self.pid, "start": start});
-        fs::write(&path, pids.to_string()).unwrap();
-        std::mem::forget(child); // the stack owns it from here
-    }
-}
 
 fn ready(k: &Kelp) -> bool {
     k.http_get("/readyz").0 == 200
@@ -226,6 +156,19 @@ fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> BTre
         .collect()
 }
 
+/// The state kelp reports for `group` (DescribeGroups).
+fn group_state(bootstrap: &str, group: &str) -> String {
+    let mut c = raw::Raw::connect(bootstrap);
+    let request = kafka_protocol::messages::DescribeGroupsRequest::default()
+        .with_groups(vec![StrBytes::from_string(group.into()).into()]);
+    let r: kafka_protocol::messages::DescribeGroupsResponse =
+        c.call(ApiKey::DescribeGroups, 3, &request);
+    r.groups
+        .first()
+        .map(|g| g.group_state.to_string())
+        .unwrap_or_default()
+}
+
 /// The member count of `group` when kelp describes it Stable.
 fn stable_members(bootstrap: &str, group: &str) -> Option<usize> {
     let mut c = raw::Raw::connect(bootstrap);
@@ -308,12 +251,7 @@ fn gateway_killed_and_restarted_mid_produce() {
     );
     // Every answer of the old gateway reached the producer by now (it polls all the while).
     let restarted = Instant::now();
-    gateway.restart();
-    wait_until(
-        "kelp to see the backend again",
-        Duration::from_secs(90),
-        || ready(&k),
-    );
+    gateway.restart_until(|| ready(&k));
     let recovered = killed.elapsed();
     producer.join().expect("producer thread");
 
@@ -406,12 +344,7 @@ fn gateway_killed_and_restarted_mid_consume() {
         Duration::from_secs(30),
         || !ready(&k),
     );
-    gateway.restart();
-    wait_until(
-        "kelp to see the backend again",
-        Duration::from_secs(90),
-        || ready(&k),
-    );
+    gateway.restart_until(|| ready(&k));
     let recovered = killed.elapsed();
 
     let after = committed(k.addr(), group, topic, 3);
@@ -537,17 +470,17 @@ fn kelp_killed_during_a_rebalance() {
     let before = committed(k.addr(), group, topic, 4);
 
     // A third member starts a rebalance; kelp dies in the middle of it.
-    let seen = a.consumed.assignments_seen() + b.consumed.assignments_seen();
     let c = GroupConsumer::start(k.addr(), group, "fk-c", &[topic]);
+    let mut state = String::new();
     wait_until(
-        "the rebalance to start (a member revoked)",
+        "kelp to show the group rebalancing",
         Duration::from_secs(60),
         || {
-            a.partitions().is_empty()
-                || b.partitions().is_empty()
-                || a.consumed.assignments_seen() + b.consumed.assignments_seen() > seen
+            state = group_state(k.addr(), group);
+            state == "PreparingRebalance" || state == "CompletingRebalance"
         },
     );
+    eprintln!("faults: killing kelp while the group is {state}");
     let killed = Instant::now();
     k.kill9();
     k.start_again();
@@ -621,4 +554,153 @@ fn kelp_killed_during_a_rebalance() {
         );
     }
     drop((a.stop(), b.stop(), c.stop()));
+}
+
+/// One anonymous (simple-consumer) commit of `offset` for partition 0: Ok(error code), or the
+/// connection failed (then the caller reconnects; the commit is not acknowledged).
+fn commit_once(c: &mut raw::Raw, group: &str, topic: &str, offset: i64) -> Result<i16, String> {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::OffsetCommitResponse;
+    let request = kafka_protocol::messages::OffsetCommitRequest::default()
+        .with_group_id(StrBytes::from_string(group.into()).into())
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.into())))
+            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(offset)])]);
+    let sent = c.send(ApiKey::OffsetCommit, 2, &request);
+    let mut frame = c.recv_frame().ok_or("connection closed")?;
+    let header =
+        <kafka_protocol::messages::ResponseHeader as kafka_protocol::protocol::Decodable>::decode(
+            &mut frame, 0,
+        )
+        .map_err(|e| e.to_string())?;
+    assert_eq!(header.correlation_id, sent);
+    let r = <OffsetCommitResponse as kafka_protocol::protocol::Decodable>::decode(&mut frame, 2)
+        .map_err(|e| e.to_string())?;
+    Ok(r.topics[0].partitions[0].error_code)
+}
+
+#[test]
+fn filer_stopped_mid_commit() {
+    let _one = serial();
+    assert!(kelp_has_filer(), "kelp has --filer");
+    let filer_url = stack().filer.clone();
+    let mut k = Kelp::start(&["--filer", filer_url.as_str()]);
+    let (group, topic) = ("faults-filer-g", "faults-filer-t");
+    let server = Gateway::server_pid();
+    let mut gateway = Gateway::of_stack();
+    let stop = Arc::new(Mutex::new(false));
+    let (acked, errors) = (
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::new(Mutex::new(Vec::new())),
+    );
+    let committer = {
+        let (addr, stop, acked, errors) = (
+            k.addr().to_string(),
+            stop.clone(),
+            acked.clone(),
+            errors.clone(),
+        );
+        thread::spawn(move || {
+            let mut c = raw::Raw::connect(&addr);
+            for offset in 1..20_000i64 {
+                if *stop.lock().unwrap() {
+                    break;
+                }
+                match commit_once(&mut c, group, topic, offset) {
+                    Ok(0) => acked.lock().unwrap().push(offset),
+                    Ok(code) => errors.lock().unwrap().push(format!("error {code}")),
+                    Err(e) => {
+                        errors.lock().unwrap().push(e);
+                        thread::sleep(Duration::from_millis(200));
+                        c = raw::Raw::connect(&addr);
+                    }
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    wait_until("50 commits acknowledged", Duration::from_secs(60), || {
+        acked.lock().unwrap().len() >= 50
+    });
+    // The filer (inside `weed server`) stops answering for a while, then comes back.
+    let paused = Instant::now();
+    let _ = Command::new("kill")
+        .args(["-STOP", &server.to_string()])
+        .status();
+    thread::sleep(Duration::from_secs(6));
+    let _ = Command::new("kill")
+        .args(["-CONT", &server.to_string()])
+        .status();
+    let before = acked.lock().unwrap().len();
+    wait_until(
+        "commits acknowledged again after the filer came back",
+        Duration::from_secs(120),
+        || acked.lock().unwrap().len() >= before + 50,
+    );
+    let recovered = paused.elapsed();
+    *stop.lock().unwrap() = true;
+    committer.join().unwrap();
+    let last = *acked.lock().unwrap().last().unwrap();
+    let live = committed(k.addr(), group, topic, 1)[&0];
+    // And from the filer alone: kelp killed and started again loads what it acknowledged.
+    k.kill9();
+    k.start_again();
+    let mut reloaded = -1;
+    wait_until(
+        "kelp to load the group from the filer",
+        Duration::from_secs(60),
+        || {
+            reloaded = committed(k.addr(), group, topic, 1)
+                .get(&0)
+                .copied()
+                .unwrap_or(-1);
+            reloaded >= 0
+        },
+    );
+    let errors = errors.lock().unwrap().clone();
+    let retriable = |e: &String| {
+        [
+            "error 15",
+            "error 16",
+            "error 7",
+            "error 14",
+            "connection closed",
+        ]
+        .iter()
+        .any(|r| e.contains(r))
+            || e.contains("Connection reset")
+    };
+    let lost = usize::from(live < last) + usize::from(reloaded < last);
+    row(
+        "filer (weed server) stopped 6 s mid-commit",
+        &format!(
+            "{} commits refused or cut ({:?}...), all retriable",
+            errors.len(),
+            errors.iter().take(2).collect::<Vec<_>>()
+        ),
+        recovered,
+        lost,
+        None,
+    );
+    assert!(
+        errors.iter().all(retriable),
+        "non-retriable commit errors: {errors:?}"
+    );
+    assert_eq!(
+        live, last,
+        "the last acknowledged commit is what kelp serves"
+    );
+    assert_eq!(
+        reloaded, last,
+        "the last acknowledged commit survives a kelp restart (filer)"
+    );
+    if !gateway.alive() {
+        // The gateway checks the broker it lives on; a paused broker can make it exit.
+        gateway.restart_until(|| ready(&k));
+    }
 }
