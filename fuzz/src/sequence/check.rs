@@ -33,6 +33,8 @@ pub struct CallInfo {
     pub leaving: Vec<String>,
     /// A JoinGroup with a group instance id (a static member).
     pub is_static: bool,
+    /// That group instance id.
+    pub instance: Option<String>,
 }
 
 impl CallInfo {
@@ -45,12 +47,14 @@ impl CallInfo {
             commit: Vec::new(),
             leaving: Vec::new(),
             is_static: false,
+            instance: None,
         };
         match request {
             Request::JoinGroup(r) => {
                 info.group = r.group_id.to_string();
                 info.member = r.member_id.to_string();
                 info.is_static = r.group_instance_id.is_some();
+                info.instance = r.group_instance_id.as_ref().map(|i| i.to_string());
             }
             Request::SyncGroup(r) => {
                 info.group = r.group_id.to_string();
@@ -112,6 +116,9 @@ pub struct Checker {
     /// Groups a static member joined: a replaced static member keeps the old id's assignment,
     /// so the assignment checks skip them.
     statics: HashSet<String>,
+    /// Static members' instance ids by member id: a replaced static member keeps its identity
+    /// (and its leadership) under a new member id within the same generation.
+    instances: HashMap<String, String>,
     /// False once a request the model cannot follow (a raw one) may have changed offsets.
     pub exact_offsets: bool,
 }
@@ -205,19 +212,26 @@ impl Checker {
         let group = info.group.clone();
         match response {
             Response::JoinGroup(r) if r.error_code == 0 => {
+                if let Some(instance) = &info.instance {
+                    self.instances
+                        .insert(r.member_id.to_string(), instance.clone());
+                }
                 let generation = r.generation_id;
                 assert_eq!(
                     generation,
                     self.generation(&group),
                     "{group}: JoinGroup generation"
                 );
+                let instances = &self.instances;
+                let identity = |m: &str| instances.get(m).cloned().unwrap_or_else(|| m.to_string());
+                let now_leader = identity(r.leader.as_str());
                 let leader = self
                     .leaders
                     .entry((group.clone(), generation))
                     .or_insert_with(|| r.leader.to_string());
                 assert_eq!(
-                    *leader,
-                    r.leader.as_str(),
+                    identity(leader.as_str()),
+                    now_leader,
                     "{group} gen {generation}: two leaders"
                 );
                 if !r.members.is_empty() {
