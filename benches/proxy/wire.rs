@@ -90,7 +90,7 @@ pub fn produce(version: i16, topic: &str, partition: i32, acks: i16, records: By
 pub fn fetch(version: i16, topic: &str, partition: i32, offset: i64, max_bytes: i32) -> Bytes {
     let body = FetchRequest::default()
         .with_replica_id(BrokerId(-1))
-        .with_max_wait_ms(0)
+        .with_max_wait_ms(500)
         .with_min_bytes(1)
         .with_max_bytes(max_bytes)
         .with_session_epoch(-1)
