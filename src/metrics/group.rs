@@ -1,11 +1,14 @@
 //! Per-group series (METRICS.md "Per group"): generation, members, state, rebalances by reason,
-//! rebalance duration, evictions by cause, offset commits by result and mode. Fed by the
-//! coordinator's events. Cardinality is bounded: at most `max_tracked` groups get their own series,
-//! the rest fold into `group="__other__"` (counters and histograms only), and a group's series are
-//! removed when it is deleted or has been Empty longer than `idle_removal`.
+//! rebalance duration, evictions by cause, offset commits by result and mode. Fed by the local
+//! coordinator's events and, for passthrough groups, by what kelp reads in the gateway's responses
+//! (`passthrough::observe`), both as `Event`s labelled with their mode. Cardinality is bounded: at
+//! most `max_tracked` groups get their own series, the rest fold into `group="__other__"` (counters
+//! and histograms only), and a group's series are removed when it is deleted or has been Empty
+//! longer than `idle_removal`. Gauges show the group's current mode only (`set_modes` after a
+//! reload moves a group and drops the other mode's gauges); counters keep both modes' history.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
@@ -24,7 +27,8 @@ const STATES: [GroupState; 5] = [
 ];
 
 const MODES: [&str; 2] = ["local", "passthrough"];
-const REASONS: [&str; 10] = [
+/// `unknown`: a passthrough rebalance kelp saw start (REBALANCE_IN_PROGRESS) without its cause.
+const REASONS: [&str; 11] = [
     "new_member",
     "metadata_change",
     "leader_rejoin",
@@ -35,6 +39,7 @@ const REASONS: [&str; 10] = [
     "static_protocol_change",
     "max_size",
     "load",
+    "unknown",
 ];
 const CAUSES: [&str; 4] = ["session_expiry", "sync_timeout", "join_timeout", "max_size"];
 /// Commit results removed with a group's series (others are removed when seen, see `seen_results`).
@@ -49,6 +54,9 @@ const RESULTS: [&str; 9] = [
     "group_id_not_found",
     "coordinator_load_in_progress",
 ];
+
+/// Names the current mode of a group ("local" / "passthrough"): the mode rules in effect.
+pub type ModeOf = Arc<dyn Fn(&str) -> &'static str + Send + Sync>;
 
 struct Tracked {
     mode: &'static str,
@@ -66,6 +74,8 @@ pub struct GroupMetrics {
     commits: IntCounterVec,
     mode: IntGaugeVec,
     tracked: Mutex<HashMap<String, Tracked>>,
+    /// The rules' mode of a group seen for the first time (else the mode of its first event).
+    mode_of: Mutex<Option<ModeOf>>,
     max_tracked: usize,
     idle_removal: Duration,
 }
@@ -134,6 +144,7 @@ impl GroupMetrics {
                 &["group", "mode"],
             ),
             tracked: Mutex::new(HashMap::new()),
+            mode_of: Mutex::new(None),
             max_tracked,
             idle_removal,
         }
@@ -152,6 +163,8 @@ impl GroupMetrics {
         if tracked.len() >= self.max_tracked {
             return OTHER;
         }
+        let rules = self.mode_of.lock().ok().and_then(|m| m.clone());
+        let mode = rules.map_or(mode, |mode_of| mode_of(group));
         tracked.insert(
             group.to_string(),
             Tracked {
@@ -167,15 +180,19 @@ impl GroupMetrics {
         group
     }
 
-    /// Applies one coordinator event for a group served in `mode` ("local" or "passthrough").
+    /// Applies one event of a group served in `mode` ("local" or "passthrough"). Gauges follow
+    /// only the group's current mode (an event of the mode it left updates counters alone).
     pub fn apply(&self, event: &Event, mode: &'static str) {
         let Ok(mut tracked) = self.tracked.lock() else {
             return;
         };
+        let current = |tracked: &HashMap<String, Tracked>, g: &str| {
+            g != OTHER && tracked.get(g).is_some_and(|t| t.mode == mode)
+        };
         match event {
             Event::GenerationChanged { group, generation } => {
                 let g = self.label(&mut tracked, group, mode);
-                if g != OTHER {
+                if current(&tracked, g) {
                     self.generation
                         .with_label_values(&[g, mode])
                         .set(i64::from(*generation));
@@ -183,7 +200,7 @@ impl GroupMetrics {
             }
             Event::MembersChanged { group, members } => {
                 let g = self.label(&mut tracked, group, mode);
-                if g != OTHER {
+                if current(&tracked, g) {
                     self.members
                         .with_label_values(&[g, mode])
                         .set(*members as i64);
@@ -191,7 +208,7 @@ impl GroupMetrics {
             }
             Event::StateChanged { group, state } => {
                 let g = self.label(&mut tracked, group, mode);
-                if g != OTHER {
+                if current(&tracked, g) {
                     for s in STATES {
                         self.state
                             .with_label_values(&[g, mode, s.as_str()])
@@ -226,11 +243,54 @@ impl GroupMetrics {
                 self.commits.with_label_values(&[g, mode, &result]).inc();
             }
             Event::GroupDeleted { group } => {
-                if let Some(t) = tracked.remove(group.as_str()) {
-                    self.remove_series(group, t.mode);
+                if tracked.remove(group.as_str()).is_some() {
+                    self.remove_series(group);
                 }
             }
         }
+    }
+
+    /// Counts a passthrough rebalance whose cause kelp did not see (`reason="unknown"`).
+    pub fn rebalance_started_unknown(&self, group: &str, mode: &'static str) {
+        let Ok(mut tracked) = self.tracked.lock() else {
+            return;
+        };
+        let g = self.label(&mut tracked, group, mode);
+        self.rebalances
+            .with_label_values(&[g, mode, "unknown"])
+            .inc();
+    }
+
+    /// At start and after a reload: moves every tracked group to the mode `mode_of` names, and
+    /// groups seen later start in it. A group that changes mode flips its `kelp_group_mode`
+    /// series and loses the old mode's gauges (generation, members, state); its counters stay
+    /// under the old mode.
+    pub fn set_modes(&self, mode_of: ModeOf) {
+        if let Ok(mut current) = self.mode_of.lock() {
+            *current = Some(mode_of.clone());
+        }
+        let Ok(mut tracked) = self.tracked.lock() else {
+            return;
+        };
+        for (group, t) in tracked.iter_mut() {
+            let mode = mode_of(group);
+            if mode == t.mode {
+                continue;
+            }
+            self.remove_gauges(group, t.mode);
+            t.mode = mode;
+            t.empty_since = None;
+            for m in MODES {
+                self.mode
+                    .with_label_values(&[group, m])
+                    .set(i64::from(m == mode));
+            }
+        }
+    }
+
+    /// The mode a tracked group's gauges follow.
+    pub fn mode_of(&self, group: &str) -> Option<&'static str> {
+        self.tracked.lock().ok()?.get(group).map(|t| t.mode)
     }
 
     /// Removes the series of groups that have been Empty longer than the idle time.
@@ -238,40 +298,45 @@ impl GroupMetrics {
         let Ok(mut tracked) = self.tracked.lock() else {
             return;
         };
-        let idle: Vec<(String, &'static str)> = tracked
+        let idle: Vec<String> = tracked
             .iter()
             .filter(|(_, t)| {
                 t.empty_since
                     .is_some_and(|at| at.elapsed() >= self.idle_removal)
             })
-            .map(|(g, t)| (g.clone(), t.mode))
+            .map(|(g, _)| g.clone())
             .collect();
-        for (group, mode) in idle {
+        for group in idle {
             tracked.remove(&group);
-            self.remove_series(&group, mode);
+            self.remove_series(&group);
         }
     }
 
-    fn remove_series(&self, group: &str, mode: &str) {
+    fn remove_gauges(&self, group: &str, mode: &str) {
         for family in [&self.generation, &self.members] {
             let _ = family.remove_label_values(&[group, mode]);
-        }
-        for m in MODES {
-            let _ = self.mode.remove_label_values(&[group, m]);
         }
         for s in STATES {
             let _ = self.state.remove_label_values(&[group, mode, s.as_str()]);
         }
-        for (family, values) in [
-            (&self.rebalances, &REASONS[..]),
-            (&self.evictions, &CAUSES[..]),
-            (&self.commits, &RESULTS[..]),
-        ] {
-            for v in values {
-                let _ = family.remove_label_values(&[group, mode, v]);
+    }
+
+    /// Every series of the group, in both modes.
+    fn remove_series(&self, group: &str) {
+        for mode in MODES {
+            let _ = self.mode.remove_label_values(&[group, mode]);
+            self.remove_gauges(group, mode);
+            for (family, values) in [
+                (&self.rebalances, &REASONS[..]),
+                (&self.evictions, &CAUSES[..]),
+                (&self.commits, &RESULTS[..]),
+            ] {
+                for v in values {
+                    let _ = family.remove_label_values(&[group, mode, v]);
+                }
             }
+            let _ = self.rebalance_duration.remove_label_values(&[group, mode]);
         }
-        let _ = self.rebalance_duration.remove_label_values(&[group, mode]);
     }
 
     /// Groups with their own series.
@@ -316,6 +381,47 @@ mod tests {
         ));
         assert!(!out.contains(r#"group="c""#));
         assert_eq!(m.tracked(), 2);
+    }
+
+    #[test]
+    fn a_mode_switch_moves_the_gauges_and_keeps_the_counters() {
+        let registry = Registry::new();
+        let m = GroupMetrics::new(&registry, 10, Duration::from_secs(3600));
+        let generation = |g: i32| Event::GenerationChanged {
+            group: "g".into(),
+            generation: g,
+        };
+        m.apply(&generation(7), "passthrough");
+        m.rebalance_started_unknown("g", "passthrough");
+        m.set_modes(Arc::new(|_| "local"));
+        assert_eq!(m.mode_of("g"), Some("local"));
+        // A late passthrough response counts, but no longer drives the gauges.
+        m.apply(&generation(8), "passthrough");
+        m.apply(&generation(1), "local");
+        let out = text(&registry);
+        assert!(out.contains(r#"kelp_group_mode{group="g",mode="local"} 1"#));
+        assert!(out.contains(r#"kelp_group_mode{group="g",mode="passthrough"} 0"#));
+        assert!(out.contains(r#"kelp_group_generation{group="g",mode="local"} 1"#));
+        assert!(!out.contains(r#"kelp_group_generation{group="g",mode="passthrough"}"#));
+        assert!(out.contains(
+            r#"kelp_group_rebalances_total{group="g",mode="passthrough",reason="unknown"} 1"#
+        ));
+        m.apply(&Event::GroupDeleted { group: "g".into() }, "local");
+        assert!(!text(&registry).contains(r#"group="g""#));
+        // A group first seen through an event of the mode it is not in starts in its rules' mode:
+        // the event counts, the gauges wait for events of that mode.
+        m.apply(&generation(3), "local");
+        assert_eq!(m.mode_of("g"), Some("local"));
+        m.set_modes(Arc::new(|_| "passthrough"));
+        m.apply(
+            &Event::GenerationChanged {
+                group: "h".into(),
+                generation: 4,
+            },
+            "local",
+        );
+        assert_eq!(m.mode_of("h"), Some("passthrough"));
+        assert!(!text(&registry).contains(r#"kelp_group_generation{group="h""#));
     }
 
     #[test]

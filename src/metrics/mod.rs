@@ -81,6 +81,8 @@ pub struct Metrics {
     pub backend_up: IntGauge,
     pub backend_duration: HistogramVec,
     pub config_reloads: IntCounterVec,
+    /// `kelp_config_last_reload_successful`: 0 while the config file on disk is refused.
+    pub config_last_reload_ok: IntGauge,
     pub groups: group::GroupMetrics,
 }
 
@@ -194,6 +196,11 @@ impl Metrics {
                 &["result"],
             )
             .expect("static metric"),
+            config_last_reload_ok: IntGauge::new(
+                "kelp_config_last_reload_successful",
+                "1 when the config in effect is the file on disk (or there is no file), 0 after a refused reload",
+            )
+            .expect("static metric"),
             registry,
             groups,
         };
@@ -216,6 +223,7 @@ impl Metrics {
             Box::new(m.backend_up.clone()),
             Box::new(m.backend_duration.clone()),
             Box::new(m.config_reloads.clone()),
+            Box::new(m.config_last_reload_ok.clone()),
             Box::new(build_info),
         ] {
             m.registry.register(collector).expect("unique metric names");
@@ -223,6 +231,7 @@ impl Metrics {
         for result in ["ok", "error"] {
             m.config_reloads.with_label_values(&[result]);
         }
+        m.config_last_reload_ok.set(1);
         m
     }
 
