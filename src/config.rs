@@ -1,9 +1,13 @@
 //! Command-line and environment configuration (clap derive; every flag also reads `KELP_*`).
 //! Validation happens here so that a bad value fails at startup with one line naming the flag.
 
+use std::collections::HashSet;
+use std::ffi::OsString;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, Parser, ValueEnum};
 
 /// Where group requests go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -59,9 +63,15 @@ pub struct Config {
     #[arg(long, env = "KELP_METRICS_LISTEN", default_value = "127.0.0.1:9100")]
     pub metrics_listen: SocketAddr,
 
-    /// Who coordinates consumer groups: kelp (local) or the gateway (passthrough).
+    /// Who coordinates consumer groups: kelp (local) or the gateway (passthrough). With --config,
+    /// the mode of groups the file's rules do not match, unless the file sets `default_mode`.
     #[arg(long, env = "KELP_GROUP_MODE", value_enum, default_value = "local")]
     pub group_mode: GroupMode,
+
+    /// TOML config file: per-group mode rules (reloaded on SIGHUP and when the file changes) and
+    /// coordinator settings (read at startup). See docs/MIGRATION.md.
+    #[arg(long, env = "KELP_CONFIG")]
+    pub config: Option<PathBuf>,
 
     /// Smallest session.timeout.ms a JoinGroup may ask for (group.min.session.timeout.ms).
     #[arg(long, env = "KELP_GROUP_MIN_SESSION_TIMEOUT_MS", default_value_t = 6000,
@@ -161,6 +171,28 @@ impl Config {
     /// The port clients are told to connect to.
     pub fn advertised_port(&self) -> u16 {
         self.advertised_port.unwrap_or(self.listen.port())
+    }
+
+    /// The ids of the arguments (`group_max_size`, …) that `args` or the environment set explicitly,
+    /// as opposed to their defaults. Config-file settings apply only to the others.
+    pub fn explicit_ids<I, T>(args: I) -> HashSet<String>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let Ok(matches) = Config::command().try_get_matches_from(args) else {
+            return HashSet::new();
+        };
+        matches
+            .ids()
+            .filter(|id| {
+                matches!(
+                    matches.value_source(id.as_str()),
+                    Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+                )
+            })
+            .map(|id| id.as_str().to_string())
+            .collect()
     }
 
     /// The coordinator settings for the group state machine.
@@ -282,6 +314,19 @@ mod tests {
         assert_eq!(c.advertised_host(), "127.0.0.1");
         assert_eq!(c.advertised_port(), 9092);
         assert_eq!(c.group_initial_rebalance_delay_ms, 3000);
+    }
+
+    #[test]
+    fn explicit_ids_are_the_flags_given() {
+        let ids = Config::explicit_ids(["kelp", "--group-max-size", "5", "--config", "k.toml"]);
+        assert!(ids.contains("group_max_size"), "{ids:?}");
+        assert!(ids.contains("config"));
+        assert!(!ids.contains("group_initial_rebalance_delay_ms"));
+        let c = parse(&["--config", "/etc/kelp/kelp.toml"]).unwrap();
+        assert_eq!(
+            c.config.as_deref(),
+            Some(std::path::Path::new("/etc/kelp/kelp.toml"))
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod coordinator;
 pub mod group;
 pub mod http;
 pub mod metrics;
+pub mod modes;
 pub mod protocol;
 pub mod route;
 pub mod server;

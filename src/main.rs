@@ -11,7 +11,11 @@ use kelp::backend::{Backend, Identity};
 use kelp::config::{Config, LogFormat};
 use kelp::coordinator::GroupService;
 use kelp::metrics::Metrics;
+use kelp::modes::{Modes, OnChange};
 use kelp::server::Shared;
+
+/// How often the config file is checked for changes.
+const CONFIG_POLL: Duration = Duration::from_secs(2);
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -110,7 +114,7 @@ fn open_store(config: &Config) -> Option<Arc<dyn kelp::store::Store>> {
     }
 }
 
-async fn run(config: Config) {
+async fn run(mut config: Config) {
     let identity = Identity {
         node_id: config.node_id,
         host: StrBytes::from_string(config.advertised_host()),
@@ -121,6 +125,28 @@ async fn run(config: Config) {
         config.max_tracked_groups,
         Duration::from_secs(config.group_metrics_idle_secs),
     ));
+    let modes = match Modes::load(&config, metrics.clone()) {
+        Ok((modes, file)) => {
+            if let Some(file) = file {
+                let explicit = Config::explicit_ids(std::env::args_os());
+                let applied = file
+                    .coordinator
+                    .apply(&mut config, &|id| explicit.contains(id));
+                if let Err(e) = config.validate() {
+                    eprintln!("kelp: with the [coordinator] settings of --config: {e}");
+                    std::process::exit(2);
+                }
+                if !applied.is_empty() {
+                    tracing::info!(settings = %applied.join(", "), "coordinator settings from the config file");
+                }
+            }
+            Arc::new(modes)
+        }
+        Err(e) => {
+            eprintln!("kelp: {e}");
+            std::process::exit(2);
+        }
+    };
     let client_listener = bind(config.listen, "--listen").await;
     let metrics_listener = bind(config.metrics_listen, "--metrics-listen").await;
     if let Err(e) = backend.refresh().await {
@@ -138,6 +164,9 @@ async fn run(config: Config) {
         shutdown: kelp::shutdown::Shutdown::new(),
         client_tls,
     });
+    // Reloads count and log; routing by the group rules is wired in the next commit.
+    let on_change: OnChange = Arc::new(|_, _| Box::pin(async {}));
+    tokio::spawn(kelp::modes::watch(modes, CONFIG_POLL, on_change));
     tracing::info!(
         listen = %shared.config.listen,
         backend = %shared.backend.addr,
