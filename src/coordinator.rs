@@ -86,19 +86,22 @@ impl GroupService {
         client_host: &str,
     ) -> Result<LocalReply, FrameError> {
         let (client_id, request) = decode(peek, frame)?;
-        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        let call = Call {
-            token,
-            api_version: peek.api_version,
-            client_id,
-            client_host: client_host.to_string(),
-            request,
-        };
-        let (reply_tx, reply_rx) = oneshot::channel();
-        let _ = self.tx.send((call, reply_tx));
+        Ok(self.submit_decoded(peek, client_id, client_host, request))
+    }
+
+    /// Hands a group request the caller already decoded (with `decode`) to the coordinator; the
+    /// reply resolves like `submit`'s.
+    pub fn submit_decoded(
+        &self,
+        peek: &Peek,
+        client_id: String,
+        client_host: &str,
+        request: Request,
+    ) -> LocalReply {
+        let reply = self.send_decoded(peek.api_version, client_id, client_host, request);
         let peek = *peek;
-        Ok(Box::pin(async move {
-            let response = reply_rx.await.ok()?;
+        Box::pin(async move {
+            let response = reply.await?;
             match encode(&peek, &response) {
                 Ok(frame) => Some(frame),
                 Err(e) => {
@@ -106,12 +109,35 @@ impl GroupService {
                     None
                 }
             }
-        }))
+        })
+    }
+
+    /// Sends one decoded request now (so a connection's requests keep their order), answered as
+    /// if it came at `api_version`; resolves to the response body (`None` if the coordinator is
+    /// gone). For clients' requests and kelp's own (mode hand-overs, merged answers).
+    pub fn send_decoded(
+        &self,
+        api_version: i16,
+        client_id: String,
+        client_host: &str,
+        request: Request,
+    ) -> impl std::future::Future<Output = Option<Response>> + Send + 'static {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let call = Call {
+            token,
+            api_version,
+            client_id,
+            client_host: client_host.to_string(),
+            request,
+        };
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let _ = self.tx.send((call, reply_tx));
+        async move { reply_rx.await.ok() }
     }
 }
 
 /// Decodes the header's client id and the body of a group request.
-fn decode(peek: &Peek, frame: Bytes) -> Result<(String, Request), FrameError> {
+pub fn decode(peek: &Peek, frame: Bytes) -> Result<(String, Request), FrameError> {
     macro_rules! body {
         ($variant:ident) => {{
             let (header, body) = decode_request(frame, peek)?;
@@ -136,7 +162,7 @@ fn decode(peek: &Peek, frame: Bytes) -> Result<(String, Request), FrameError> {
 }
 
 /// Encodes a coordinator response at the request's version.
-fn encode(peek: &Peek, response: &Response) -> anyhow::Result<Bytes> {
+pub fn encode(peek: &Peek, response: &Response) -> anyhow::Result<Bytes> {
     let (api, version, corr) = (peek.api_key, peek.api_version, peek.correlation_id);
     match response {
         Response::JoinGroup(r) => encode_response(api, version, corr, r),

@@ -8,6 +8,7 @@ pub mod group;
 pub mod http;
 pub mod metrics;
 pub mod modes;
+pub mod passthrough;
 pub mod protocol;
 pub mod route;
 pub mod server;

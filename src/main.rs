@@ -12,6 +12,7 @@ use kelp::config::{Config, LogFormat};
 use kelp::coordinator::GroupService;
 use kelp::metrics::Metrics;
 use kelp::modes::{Modes, OnChange};
+use kelp::passthrough::Passthrough;
 use kelp::server::Shared;
 
 /// How often the config file is checked for changes.
@@ -159,14 +160,30 @@ async fn run(mut config: Config) {
         groups: GroupService::spawn_with_store(config.group_config(), metrics.clone(), store),
         identity,
         backend,
+        passthrough: Arc::new(Passthrough::new(metrics.clone())),
         metrics,
+        modes,
         config,
         shutdown: kelp::shutdown::Shutdown::new(),
         client_tls,
     });
-    // Reloads count and log; routing by the group rules is wired in the next commit.
-    let on_change: OnChange = Arc::new(|_, _| Box::pin(async {}));
-    tokio::spawn(kelp::modes::watch(modes, CONFIG_POLL, on_change));
+    let on_change: OnChange = {
+        let shared = shared.clone();
+        Arc::new(move |old, new| {
+            let shared = shared.clone();
+            Box::pin(async move {
+                shared
+                    .passthrough
+                    .on_reload(&shared.groups, &old, &new)
+                    .await
+            })
+        })
+    };
+    tokio::spawn(kelp::modes::watch(
+        shared.modes.clone(),
+        CONFIG_POLL,
+        on_change,
+    ));
     tracing::info!(
         listen = %shared.config.listen,
         backend = %shared.backend.addr,

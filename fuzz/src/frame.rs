@@ -9,7 +9,6 @@ use kafka_protocol::protocol::VersionRange;
 use tokio_util::codec::Decoder;
 
 use kelp::backend::Identity;
-use kelp::config::GroupMode;
 use kelp::protocol::versions::BackendRanges;
 use kelp::protocol::{peek, produce_acks_zero, Peek};
 use kelp::route::{route, Route};
@@ -59,8 +58,7 @@ pub fn run_one(frame: &[u8]) {
     assert_eq!(p.api_key as i16, i16::from_be_bytes([frame[0], frame[1]]));
     assert_eq!(p.api_version, i16::from_be_bytes([frame[2], frame[3]]));
     let _ = produce_acks_zero(frame, p.api_version);
-    let passthrough = route(&p, GroupMode::Passthrough);
-    match route(&p, GroupMode::Local) {
+    match route(&p) {
         Ok(Route::ApiVersions) => {
             for possible in [false, true] {
                 let answer =
@@ -76,21 +74,9 @@ pub fn run_one(frame: &[u8]) {
                 check_response(&p, &out);
             }
         }
-        Ok(Route::Coordinator) => {
-            assert_eq!(
-                passthrough,
-                Ok(Route::Passthrough),
-                "group APIs pass through"
-            );
-            super::requests::group_request(&p, Bytes::copy_from_slice(frame));
-        }
-        Ok(route) => {
-            assert!(
-                !matches!(route, Route::Passthrough),
-                "local mode never passes through"
-            )
-        }
-        Err(_) => {}
+        // Group APIs are decoded, then routed per group id (`route::group_route`).
+        Ok(Route::Group) => super::requests::group_request(&p, Bytes::copy_from_slice(frame)),
+        Ok(Route::Forward | Route::ForwardRewrite) | Err(_) => {}
     }
 }
 

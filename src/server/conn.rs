@@ -26,8 +26,8 @@ use super::codec::FrameCodec;
 use super::outbox::Outbox;
 use super::{answer, Shared};
 use crate::backend::rewrite;
-use crate::config::GroupMode;
 use crate::metrics::{ApiHandles, Path};
+use crate::passthrough::{self, Finished, Plan, Post};
 use crate::protocol::{peek, produce_acks_zero, response_correlation_id, FrameError, Peek};
 use crate::route::{route, Route};
 use crate::tls::{ReadHalf, Stream, WriteHalf};
@@ -69,6 +69,8 @@ enum Close {
     Backend(String),
     #[error("the group coordinator did not answer")]
     Coordinator,
+    #[error("{0:?} v{1} must go to the gateway, which does not serve that version: the client negotiates again")]
+    Renegotiate(ApiKey, i16),
 }
 
 impl Close {
@@ -79,6 +81,7 @@ impl Close {
             Close::Io(..) => "io",
             Close::Backend(_) => "backend_closed",
             Close::Coordinator => "coordinator",
+            Close::Renegotiate(..) => "renegotiate",
         }
     }
 }
@@ -118,6 +121,8 @@ struct Expect {
     rewrite: bool,
     sent: Instant,
     backend_timer: Option<Histogram>,
+    /// Migration: a step run on the gateway's response to a passthrough group request.
+    post: Option<Box<Post>>,
 }
 
 struct BackendLink {
@@ -207,6 +212,9 @@ pub async fn serve(shared: Arc<Shared>, socket: Stream, peer: SocketAddr) {
         match &close {
             Close::Io(_, e) if is_reset(e) => {
                 tracing::debug!(peer = %peer, reason = close.reason(), "connection closed")
+            }
+            Close::Renegotiate(..) => {
+                tracing::info!(peer = %peer, reason = close.reason(), "closing connection: {close}")
             }
             _ => {
                 tracing::warn!(peer = %peer, reason = close.reason(), "closing connection: {close}")
@@ -336,15 +344,10 @@ impl Conn {
         metrics.bytes_client_in.inc_by(frame.len() as u64);
         let body = frame.slice(4..);
         let peek = peek(&body).map_err(Close::Frame)?;
-        let route = route(&peek, self.shared.config.group_mode).map_err(Close::Frame)?;
+        let route = route(&peek).map_err(Close::Frame)?;
         match route {
-            Route::Forward | Route::ForwardRewrite | Route::Passthrough => {
-                let path = if route == Route::Passthrough {
-                    Path::Passthrough
-                } else {
-                    Path::Backend
-                };
-                let handles = metrics.api(peek.api_key, path);
+            Route::Forward | Route::ForwardRewrite => {
+                let handles = metrics.api(peek.api_key, Path::Backend);
                 if let Some(h) = handles {
                     h.requests.inc();
                 }
@@ -356,6 +359,7 @@ impl Conn {
                     route == Route::ForwardRewrite,
                     no_response,
                     handles.cloned(),
+                    None,
                 );
                 Ok(())
             }
@@ -365,7 +369,7 @@ impl Conn {
                     h.requests.inc();
                 }
                 let response = if route == Route::ApiVersions {
-                    let passthrough = self.shared.config.group_mode == GroupMode::Passthrough;
+                    let passthrough = self.shared.modes.passthrough_possible();
                     answer::api_versions(&peek, body, &self.shared.backend.ranges(), passthrough)
                 } else {
                     answer::find_coordinator(&peek, body, &self.shared.identity)
@@ -375,7 +379,24 @@ impl Conn {
                     .push(Some(response), handles.map(|h| h.duration.clone()));
                 Ok(())
             }
-            Route::Coordinator => {
+            // Migration: the group id(s) decide between kelp's coordinator and the gateway's.
+            Route::Group => {
+                let plan = passthrough::plan(&self.shared, &peek, body, &self.client_host)
+                    .map_err(Close::Frame)?;
+                let reply = match plan {
+                    Plan::Renegotiate => {
+                        return Err(Close::Renegotiate(peek.api_key, peek.api_version))
+                    }
+                    Plan::Forward(post) => {
+                        let handles = metrics.api(peek.api_key, Path::Passthrough);
+                        if let Some(h) = handles {
+                            h.requests.inc();
+                        }
+                        self.forward(frame, &peek, false, false, handles.cloned(), post);
+                        return Ok(());
+                    }
+                    Plan::Local(reply) => reply,
+                };
                 let handles = metrics.api(peek.api_key, Path::Local);
                 if let Some(h) = handles {
                     h.requests.inc();
@@ -383,11 +404,6 @@ impl Conn {
                 // Parked JoinGroup/SyncGroup time is rebalance time, not proxy latency (METRICS.md).
                 let parks = matches!(peek.api_key, ApiKey::JoinGroup | ApiKey::SyncGroup);
                 let timer = handles.filter(|_| !parks).map(|h| h.duration.clone());
-                let reply = self
-                    .shared
-                    .groups
-                    .submit(&peek, body, &self.client_host)
-                    .map_err(Close::Frame)?;
                 let seq = if parks {
                     self.slots.push_parked()
                 } else {
@@ -407,6 +423,7 @@ impl Conn {
         rewrite: bool,
         no_response: bool,
         handles: Option<ApiHandles>,
+        post: Option<Box<Post>>,
     ) {
         self.to_backend.push(frame);
         self.queued += 1;
@@ -431,6 +448,7 @@ impl Conn {
             rewrite,
             sent: Instant::now(),
             backend_timer: handles.map(|h| h.backend),
+            post,
         });
     }
 
@@ -525,6 +543,17 @@ impl Conn {
         self.outstanding -= 1;
         if let Some(timer) = &expect.backend_timer {
             timer.observe(expect.sent.elapsed().as_secs_f64());
+        }
+        if let Some(post) = expect.post {
+            // Migration: read the gateway's answer to a passthrough group request.
+            match post.finish(&self.shared, frame, &self.client_host) {
+                Finished::Now(response) => self.slots.fill(expect.seq, response),
+                Finished::Later(reply) => {
+                    let seq = expect.seq;
+                    self.local.push(Box::pin(async move { (seq, reply.await) }));
+                }
+            }
+            return Ok(());
         }
         let response = if expect.rewrite {
             rewrite::rewrite(

@@ -14,6 +14,8 @@ use crate::backend::{Backend, Identity};
 use crate::config::Config;
 use crate::coordinator::GroupService;
 use crate::metrics::Metrics;
+use crate::modes::Modes;
+use crate::passthrough::Passthrough;
 use crate::shutdown::Shutdown;
 use crate::tls::{Reloading, Stream};
 
@@ -28,6 +30,10 @@ pub struct Shared {
     pub shutdown: Shutdown,
     /// TLS on the client listener (`--tls-cert`, `--tls-key`, `--tls-client-ca`).
     pub client_tls: Option<Arc<Reloading<rustls::ServerConfig>>>,
+    /// Which coordinator serves each group (reloadable rules).
+    pub modes: Arc<Modes>,
+    /// What kelp reads from and owes to passthrough groups.
+    pub passthrough: Arc<Passthrough>,
 }
 
 /// Longest a client gets to finish its TLS handshake.

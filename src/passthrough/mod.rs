@@ -1,0 +1,241 @@
+//! Per-group routing of group requests and what kelp does with passthrough traffic: `plan` decodes a
+//! group request once, asks `route::group_route` where it goes under the rules in effect, and
+//! returns either kelp's answer (the coordinator's, for local groups) or a forward plan with a
+//! `Post` step that reads the gateway's response as it passes (`observe.rs`: per-group metrics)
+//! or merges ListGroups (`split.rs`).
+//! A request the gateway cannot take at the version this connection negotiated closes the
+//! connection, so the client reconnects and negotiates again (after a reload to passthrough).
+
+pub mod observe;
+mod split;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::offset_fetch_response::OffsetFetchResponse;
+use kafka_protocol::messages::ApiKey;
+
+use crate::config::GroupMode;
+use crate::coordinator;
+use crate::group::Request;
+use crate::metrics::Metrics;
+use crate::modes::Snapshot;
+use crate::protocol::{encode_response, error, FrameError, Peek};
+use crate::route::{group_ids, group_route, GroupRoute};
+use crate::server::conn::LocalReply;
+use crate::server::Shared;
+
+pub use observe::{Asked, Observer};
+
+/// kelp's state for passthrough groups: what it observes of them.
+pub struct Passthrough {
+    pub observer: Observer,
+}
+
+impl Passthrough {
+    pub fn new(metrics: Arc<Metrics>) -> Passthrough {
+        Passthrough {
+            observer: Observer::new(metrics),
+        }
+    }
+
+    /// After a reload: forget what was observed of groups that left the gateway's coordinator.
+    pub async fn on_reload(
+        &self,
+        _groups: &coordinator::GroupService,
+        _old: &Snapshot,
+        new: &Snapshot,
+    ) {
+        self.observer
+            .retain(|g| new.mode_of(g) == GroupMode::Passthrough);
+    }
+}
+
+/// What the connection does with one group request.
+pub enum Plan {
+    /// Fill the request's slot with this answer (kelp's coordinator, or kelp itself).
+    Local(LocalReply),
+    /// Forward the frame untouched; run the `Post` step, if any, on the gateway's response.
+    Forward(Option<Box<Post>>),
+    /// Close the connection: the gateway does not serve this version, and the client must
+    /// negotiate versions again (see docs/MIGRATION.md).
+    Renegotiate,
+}
+
+/// A step run on the gateway's response to a passthrough group request.
+pub struct Post {
+    group: String,
+    api: ApiKey,
+    version: i16,
+    kind: Kind,
+}
+
+enum Kind {
+    Observe(Asked),
+    /// ListGroups while both modes exist.
+    List(kafka_protocol::messages::ListGroupsRequest),
+}
+
+/// The response after the `Post` step: now, or later (the slot waits).
+pub enum Finished {
+    Now(Bytes),
+    Later(LocalReply),
+}
+
+impl Post {
+    /// Runs on the gateway's response `frame` (length prefix included).
+    pub fn finish(self, shared: &Arc<Shared>, frame: Bytes, client_host: &str) -> Finished {
+        let pt = &shared.passthrough;
+        match self.kind {
+            Kind::Observe(asked) => {
+                pt.observer.response(
+                    &self.group,
+                    &asked,
+                    self.api,
+                    self.version,
+                    frame.slice(4..),
+                );
+                Finished::Now(frame)
+            }
+            Kind::List(request) => Finished::Later(split::merge_list(
+                &shared.groups,
+                shared.modes.clone(),
+                self.version,
+                request,
+                client_host,
+                frame,
+            )),
+        }
+    }
+}
+
+/// Whether the gateway serves `api` at `version` (unknown ranges: assume it does).
+fn gateway_serves(shared: &Shared, api: ApiKey, version: i16) -> bool {
+    let ranges = shared.backend.ranges();
+    if ranges.is_empty() {
+        return true;
+    }
+    ranges
+        .get(&(api as i16))
+        .is_some_and(|r| r.min <= version && version <= r.max)
+}
+
+/// Decides, for one group request, between kelp's coordinator and the gateway (see the module
+/// docs). `body` is the frame without its length prefix.
+pub fn plan(
+    shared: &Arc<Shared>,
+    peek: &Peek,
+    body: Bytes,
+    client_host: &str,
+) -> Result<Plan, FrameError> {
+    let (client_id, request) = coordinator::decode(peek, body)?;
+    let rules = shared.modes.snapshot();
+    let route = group_route(&request, &rules);
+    let to_gateway = matches!(route, GroupRoute::Passthrough | GroupRoute::ListBoth);
+    if to_gateway && !gateway_serves(shared, peek.api_key, peek.api_version) {
+        return Ok(Plan::Renegotiate);
+    }
+    match route {
+        GroupRoute::Local => Ok(Plan::Local(shared.groups.submit_decoded(
+            peek,
+            client_id,
+            client_host,
+            request,
+        ))),
+        GroupRoute::Split(passthrough) => {
+            let ids = group_ids(&request)
+                .into_iter()
+                .map(str::to_string)
+                .collect();
+            Ok(Plan::Local(split::answer_split(
+                &shared.groups,
+                peek,
+                client_id,
+                client_host,
+                request,
+                ids,
+                passthrough,
+            )))
+        }
+        GroupRoute::ListBoth => {
+            let Request::ListGroups(r) = request else {
+                return Ok(Plan::Forward(None));
+            };
+            Ok(Plan::Forward(Some(post(
+                String::new(),
+                peek,
+                Kind::List(r),
+            ))))
+        }
+        GroupRoute::Passthrough => passthrough_plan(shared, peek, request),
+    }
+}
+
+fn post(group: String, peek: &Peek, kind: Kind) -> Box<Post> {
+    Box::new(Post {
+        group,
+        api: peek.api_key,
+        version: peek.api_version,
+        kind,
+    })
+}
+
+fn passthrough_plan(
+    shared: &Arc<Shared>,
+    peek: &Peek,
+    request: Request,
+) -> Result<Plan, FrameError> {
+    let pt = &shared.passthrough;
+    let plan = match request {
+        Request::JoinGroup(r) => {
+            let group = r.group_id.to_string();
+            pt.observer.join_request(&group, r.member_id.as_str());
+            Some(post(group, peek, Kind::Observe(Asked::Join)))
+        }
+        Request::SyncGroup(r) => Some(post(
+            r.group_id.to_string(),
+            peek,
+            Kind::Observe(Asked::Sync),
+        )),
+        Request::Heartbeat(r) => Some(post(
+            r.group_id.to_string(),
+            peek,
+            Kind::Observe(Asked::Heartbeat),
+        )),
+        Request::LeaveGroup(r) => {
+            let leaving = r.members.len().max(1);
+            Some(post(
+                r.group_id.to_string(),
+                peek,
+                Kind::Observe(Asked::Leave { leaving }),
+            ))
+        }
+        Request::OffsetCommit(r) => Some(post(
+            r.group_id.to_string(),
+            peek,
+            Kind::Observe(Asked::Commit),
+        )),
+        Request::OffsetFetch(r) if r.groups.is_empty() && r.topics.is_none() => {
+            // Gateway 4.48 runs out of memory on an all-topics OffsetFetch: never forward one.
+            return Ok(Plan::Local(refuse_all_topics_fetch(peek)));
+        }
+        _ => None,
+    };
+    Ok(Plan::Forward(plan))
+}
+
+/// INVALID_REQUEST for an OffsetFetch of all topics of a passthrough group.
+fn refuse_all_topics_fetch(peek: &Peek) -> LocalReply {
+    let body = OffsetFetchResponse::default().with_error_code(error::INVALID_REQUEST);
+    let frame = encode_response(
+        ApiKey::OffsetFetch,
+        peek.api_version,
+        peek.correlation_id,
+        &body,
+    )
+    .ok();
+    tracing::info!(
+        "refused an all-topics OffsetFetch for a passthrough group: the gateway cannot serve it (name the topics)"
+    );
+    Box::pin(std::future::ready(frame))
+}
