@@ -157,10 +157,18 @@ async fn run(mut config: Config) {
     let store = open_store(&config);
     let client_tls = client_tls(&config);
     let shared = Arc::new(Shared {
-        groups: GroupService::spawn_with_store(config.group_config(), metrics.clone(), store),
+        groups: GroupService::spawn_with_store(
+            config.group_config(),
+            metrics.clone(),
+            store.clone(),
+        ),
         identity,
         backend,
-        passthrough: Arc::new(Passthrough::new(metrics.clone())),
+        passthrough: Arc::new(Passthrough::new(
+            metrics.clone(),
+            store,
+            modes.path().is_some(),
+        )),
         metrics,
         modes,
         config,
@@ -179,6 +187,13 @@ async fn run(mut config: Config) {
             })
         })
     };
+    if shared.modes.path().is_some() {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let rules = shared.modes.snapshot();
+            shared.passthrough.on_start(&shared.groups, &rules).await
+        });
+    }
     tokio::spawn(kelp::modes::watch(
         shared.modes.clone(),
         CONFIG_POLL,

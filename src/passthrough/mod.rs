@@ -1,13 +1,16 @@
 //! Per-group routing of group requests and what kelp does with passthrough traffic: `plan` decodes a
 //! group request once, asks `route::group_route` where it goes under the rules in effect, and
 //! returns either kelp's answer (the coordinator's, for local groups) or a forward plan with a
-//! `Post` step that reads the gateway's response as it passes (`observe.rs`: per-group metrics)
-//! or merges ListGroups (`split.rs`).
+//! `Post` step that reads the gateway's response as it passes (`observe.rs`: per-group metrics),
+//! hands a group's offsets back to the gateway (`handback.rs`), or merges ListGroups (`split.rs`).
 //! A request the gateway cannot take at the version this connection negotiated closes the
 //! connection, so the client reconnects and negotiates again (after a reload to passthrough).
 
+mod gateway;
+pub mod handback;
 pub mod observe;
 mod split;
+pub mod takeover;
 
 use std::sync::Arc;
 
@@ -24,30 +27,54 @@ use crate::protocol::{encode_response, error, FrameError, Peek};
 use crate::route::{group_ids, group_route, GroupRoute};
 use crate::server::conn::LocalReply;
 use crate::server::Shared;
+use crate::store::Store;
 
+pub use handback::Handbacks;
 pub use observe::{Asked, Observer};
+pub use takeover::TakeOvers;
 
-/// kelp's state for passthrough groups: what it observes of them.
+/// kelp's state for groups moving between the coordinators: what it observes of passthrough
+/// groups, what it still has to hand back to the gateway, and the take-overs from it.
 pub struct Passthrough {
     pub observer: Observer,
+    pub handbacks: Handbacks,
+    pub takeovers: Arc<TakeOvers>,
 }
 
 impl Passthrough {
-    pub fn new(metrics: Arc<Metrics>) -> Passthrough {
+    /// `store`: where the gateway's offsets are read from (none: nothing is imported);
+    /// `migrating`: kelp runs with a config file, so groups may change mode.
+    pub fn new(
+        metrics: Arc<Metrics>,
+        store: Option<Arc<dyn Store>>,
+        migrating: bool,
+    ) -> Passthrough {
         Passthrough {
             observer: Observer::new(metrics),
+            handbacks: Handbacks::default(),
+            takeovers: Arc::new(TakeOvers::new(store, migrating)),
         }
     }
 
-    /// After a reload: forget what was observed of groups that left the gateway's coordinator.
+    /// After a reload: hand back groups that left kelp's coordinator; forget what was observed of
+    /// groups that left the gateway's; take over again the groups that come back from it.
     pub async fn on_reload(
         &self,
-        _groups: &coordinator::GroupService,
-        _old: &Snapshot,
+        groups: &coordinator::GroupService,
+        old: &Snapshot,
         new: &Snapshot,
     ) {
         self.observer
             .retain(|g| new.mode_of(g) == GroupMode::Passthrough);
+        self.takeovers
+            .retain(|g| new.mode_of(g) == GroupMode::Local);
+        self.handbacks.on_reload(groups, old, new).await;
+    }
+
+    /// At start, with a config file: groups kelp served when it stopped that the rules now pass
+    /// through are handed back.
+    pub async fn on_start(&self, groups: &coordinator::GroupService, rules: &Snapshot) {
+        self.handbacks.on_start(groups, rules).await;
     }
 }
 
@@ -72,6 +99,13 @@ pub struct Post {
 
 enum Kind {
     Observe(Asked),
+    /// A SyncGroup: observed, and the group's hand-back completed if one is pending.
+    Sync {
+        generation: i32,
+        member_id: String,
+    },
+    /// An OffsetFetch of a group being handed back.
+    Fetch,
     /// ListGroups while both modes exist.
     List(kafka_protocol::messages::ListGroupsRequest),
 }
@@ -97,6 +131,35 @@ impl Post {
                 );
                 Finished::Now(frame)
             }
+            Kind::Sync {
+                generation,
+                member_id,
+            } => {
+                let error = pt.observer.response(
+                    &self.group,
+                    &Asked::Sync,
+                    self.api,
+                    self.version,
+                    frame.slice(4..),
+                );
+                if error != Some(0) || pt.handbacks.get(&self.group).is_none() {
+                    return Finished::Now(frame);
+                }
+                let shared = shared.clone();
+                Finished::Later(Box::pin(async move {
+                    shared
+                        .passthrough
+                        .handbacks
+                        .complete(&shared.backend, &self.group, generation, &member_id)
+                        .await;
+                    Some(frame)
+                }))
+            }
+            Kind::Fetch => Finished::Now(
+                pt.handbacks
+                    .raise_fetch(&self.group, self.version, &frame)
+                    .unwrap_or(frame),
+            ),
             Kind::List(request) => Finished::Later(split::merge_list(
                 &shared.groups,
                 shared.modes.clone(),
@@ -136,12 +199,18 @@ pub fn plan(
         return Ok(Plan::Renegotiate);
     }
     match route {
-        GroupRoute::Local => Ok(Plan::Local(shared.groups.submit_decoded(
-            peek,
-            client_id,
-            client_host,
-            request,
-        ))),
+        GroupRoute::Local => {
+            let ids = group_ids(&request);
+            let group = (ids.len() == 1).then(|| ids[0].to_string());
+            Ok(Plan::Local(shared.passthrough.takeovers.submit(
+                &shared.groups,
+                group.as_deref(),
+                peek,
+                client_id,
+                client_host,
+                request,
+            )))
+        }
         GroupRoute::Split(passthrough) => {
             let ids = group_ids(&request)
                 .into_iter()
@@ -195,7 +264,10 @@ fn passthrough_plan(
         Request::SyncGroup(r) => Some(post(
             r.group_id.to_string(),
             peek,
-            Kind::Observe(Asked::Sync),
+            Kind::Sync {
+                generation: r.generation_id,
+                member_id: r.member_id.to_string(),
+            },
         )),
         Request::Heartbeat(r) => Some(post(
             r.group_id.to_string(),
@@ -218,6 +290,12 @@ fn passthrough_plan(
         Request::OffsetFetch(r) if r.groups.is_empty() && r.topics.is_none() => {
             // Gateway 4.48 runs out of memory on an all-topics OffsetFetch: never forward one.
             return Ok(Plan::Local(refuse_all_topics_fetch(peek)));
+        }
+        Request::OffsetFetch(r) if r.groups.is_empty() => {
+            let group = r.group_id.to_string();
+            pt.handbacks
+                .get(&group)
+                .map(|_| post(group, peek, Kind::Fetch))
         }
         _ => None,
     };
