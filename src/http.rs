@@ -41,6 +41,12 @@ fn route(shared: &Shared, request: &Request<Incoming>) -> Response<Full<Bytes>> 
             )
         }
         "/healthz" => reply(StatusCode::OK, TEXT, "ok\n"),
+        // Draining (SIGTERM): not ready, so no new traffic is routed here while connections close.
+        "/readyz" if shared.shutdown.is_draining() => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            TEXT,
+            "not ready: draining\n",
+        ),
         "/readyz" if shared.backend.is_up() => reply(StatusCode::OK, TEXT, "ready\n"),
         "/readyz" => reply(
             StatusCode::SERVICE_UNAVAILABLE,

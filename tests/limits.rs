@@ -164,10 +164,18 @@ fn sigterm(k: &Kelp) {
 
 /// Waits for the drain's last log line, then collects kelp's exit status.
 fn exit_after_drain(k: &mut Kelp) -> ExitStatus {
-    wait_until("kelp to finish its drain", Duration::from_secs(60), || {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
         let log = k.log();
-        log.contains("drained; exiting") || log.contains("drain time is up")
-    });
+        if log.contains("drained; exiting") || log.contains("drain time is up") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kelp did not finish its drain within 60 s; log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     k.terminate(Duration::from_secs(60))
         .expect("kelp exits by itself after its drain")
 }
@@ -255,4 +263,39 @@ fn a_connection_that_never_finishes_is_cut_at_the_drain_timeout() {
     );
     drop(stuck);
     drop(held);
+}
+
+#[test]
+fn a_draining_kelp_is_not_ready_and_a_second_sigterm_ends_the_drain() {
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend = black_hole.local_addr().unwrap().to_string();
+    let mut k = Kelp::start_with_backend(&backend, &["--drain-timeout-ms", "600000"]);
+    let mut stuck = Raw::connect(k.addr());
+    stuck.send(
+        ApiKey::Metadata,
+        1,
+        &kafka_protocol::messages::MetadataRequest::default(),
+    );
+    wait_until(
+        "the Metadata request to be forwarded",
+        Duration::from_secs(30),
+        || metric(&k, r#"kelp_requests_total{api="Metadata",path="backend"}"#) >= 1.0,
+    );
+    sigterm(&k);
+    wait_until(
+        "/readyz to report the drain",
+        Duration::from_secs(30),
+        || k.http_get("/readyz") == (503, "not ready: draining\n".to_string()),
+    );
+    // The request is still in flight (the backend never answers): a second signal ends it.
+    let status = k
+        .terminate(Duration::from_secs(60))
+        .expect("kelp exits on the second signal");
+    assert!(status.success(), "{status}");
+    assert!(
+        k.log().contains("second signal: exiting without waiting"),
+        "{}",
+        k.log()
+    );
+    drop((stuck, black_hole));
 }
