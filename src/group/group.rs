@@ -178,12 +178,12 @@ impl Group {
             && protocols.iter().any(|p| self.supported_by_all(&p.name))
     }
 
+    /// True for a group with no members (as Kafka's count 0 == numMembers 0): a non-Empty group can
+    /// be left without members, e.g. when its only member leaves during the initial delay.
     fn supported_by_all(&self, name: &str) -> bool {
-        !self.members.is_empty()
-            && self
-                .members
-                .values()
-                .all(|m| m.protocols.iter().any(|p| p.name == name))
+        self.members
+            .values()
+            .all(|m| m.protocols.iter().any(|p| p.name == name))
     }
 
     /// Kafka's `selectProtocol`: each member votes for its first choice among the protocols every

@@ -101,6 +101,27 @@ fn g6_join_creating_a_group_with_no_protocol_is_23_and_no_group() {
     assert_eq!(h.c.group_count(), 0);
 }
 
+/// Found by scripts/soak: the only member leaves during the initial delay, so the group is
+/// PreparingRebalance with no members. A new member is accepted (Kafka: every protocol is
+/// supported by all of no members), not refused with 23.
+#[test]
+fn g7_joining_a_rebalancing_group_left_without_members_is_accepted() {
+    let mut h = Harness::new();
+    let first = h.join(jr().v(3));
+    let a = h.group().members.keys().next().cloned().expect("a member");
+    assert!(!h.answered(first));
+    h.leave(1, "g", &[(&a, None)]);
+    assert_eq!(h.group().state, GroupState::PreparingRebalance);
+    assert!(h.group().members.is_empty());
+    let second = h.join(jr().v(3));
+    assert!(
+        !h.answered(second),
+        "parked like any new member, not refused"
+    );
+    h.advance_until_answered(&[second], 1000, 10_000);
+    assert_eq!(h.jres(second).error_code, 0);
+}
+
 // ---- H. Static membership -----------------------------------------------------------------------
 
 /// G(2) Stable gen 1 of static members s1 (leader) and s2, holding A1 and A2.
