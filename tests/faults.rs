@@ -1,28 +1,26 @@
 //! Fault injection with real parts: the SeaweedFS gateway killed (-9) and restarted mid-produce and
-//! mid-consume, the filer stopped mid-commit, and kelp itself killed -9 during a rebalance. Each
-//! case checks that clients see only retriable errors (no failed delivery, no fatal consumer error), that kelp recovers by itself, that
+//! mid-consume, and kelp itself killed -9 during a rebalance (the filer stopped mid-commit is in
+//! tests/faults_filer.rs, with its own stack). Each case checks that clients see only retriable errors (no failed delivery, no fatal consumer error), that kelp recovers by itself, that
 //! no acknowledged produce or commit is lost (counted), and that the group re-forms with every
 //! partition owned once. Each prints one row of the fault table.
 //!
 //! The 4.48 gateway cannot read back what it stored before a restart (BACKEND.md). Records acked
 //! before the kill are therefore counted separately as the gateway's own loss; kelp's loss is what
 //! was acked after the restart and cannot be read back, and must be 0.
-//! The filer is stopped mid-commit by pausing `weed server` (SIGSTOP, SIGCONT): commits kelp could
-//! not store are refused with a retriable error, and the last acknowledged one survives a restart.
 
+#[path = "faults/common.rs"]
+mod common;
 #[path = "faults/gateway.rs"]
 mod gateway;
 mod raw;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
-use kafka_protocol::messages::{ApiKey, OffsetFetchRequest, OffsetFetchResponse, TopicName};
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -30,12 +28,9 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use common::{committed, kelp_has_filer, ready, row};
 use gateway::Gateway;
 use support::{create_topic, stack, wait_until, GroupConsumer, Kelp};
-
-fn ready(k: &Kelp) -> bool {
-    k.http_get("/readyz").0 == 200
-}
 
 // ------------------------------------------------------------------------------------------------
 // a paced producer that remembers when each record was acknowledged
@@ -138,24 +133,6 @@ fn read_back(
 // ------------------------------------------------------------------------------------------------
 // committed offsets, straight from kelp
 
-fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
-    let mut c = raw::Raw::connect(bootstrap);
-    let request = OffsetFetchRequest::default()
-        .with_group_id(StrBytes::from_string(group.into()).into())
-        .with_topics(Some(vec![OffsetFetchRequestTopic::default()
-            .with_name(TopicName(StrBytes::from_string(topic.into())))
-            .with_partition_indexes((0..partitions).collect())]));
-    let r: OffsetFetchResponse = c.call(ApiKey::OffsetFetch, 5, &request);
-    r.topics
-        .iter()
-        .flat_map(|t| {
-            t.partitions
-                .iter()
-                .map(|p| (p.partition_index, p.committed_offset))
-        })
-        .collect()
-}
-
 /// The state kelp reports for `group` (DescribeGroups).
 fn group_state(bootstrap: &str, group: &str) -> String {
     let mut c = raw::Raw::connect(bootstrap);
@@ -210,14 +187,6 @@ fn fatal(errors: &[String]) -> Vec<String> {
         .filter(|e| e.to_lowercase().contains("fatal"))
         .cloned()
         .collect()
-}
-
-fn row(fault: &str, effect: &str, recovery: Duration, lost: usize, gateway_lost: Option<usize>) {
-    let gateway = gateway_lost.map_or("-".to_string(), |n| n.to_string());
-    eprintln!(
-        "FAULT TABLE | {fault} | {effect} | {:.1} s | {lost} | {gateway} |",
-        recovery.as_secs_f64()
-    );
 }
 
 /// The cases share one stack and kill parts of it: one at a time.
@@ -425,15 +394,6 @@ fn gateway_killed_and_restarted_mid_consume() {
     drop((a.stop(), b.stop()));
 }
 
-/// Whether this kelp keeps offsets in the filer (`--filer`, issue 5); without it they are in memory.
-fn kelp_has_filer() -> bool {
-    Command::new(env!("CARGO_BIN_EXE_kelp"))
-        .arg("--help")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("--filer"))
-        .unwrap_or(false)
-}
-
 #[test]
 fn kelp_killed_during_a_rebalance() {
     let _one = serial();
@@ -554,153 +514,4 @@ fn kelp_killed_during_a_rebalance() {
         );
     }
     drop((a.stop(), b.stop(), c.stop()));
-}
-
-/// One anonymous (simple-consumer) commit of `offset` for partition 0: Ok(error code), or the
-/// connection failed (then the caller reconnects; the commit is not acknowledged).
-fn commit_once(c: &mut raw::Raw, group: &str, topic: &str, offset: i64) -> Result<i16, String> {
-    use kafka_protocol::messages::offset_commit_request::{
-        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
-    };
-    use kafka_protocol::messages::OffsetCommitResponse;
-    let request = kafka_protocol::messages::OffsetCommitRequest::default()
-        .with_group_id(StrBytes::from_string(group.into()).into())
-        .with_generation_id_or_member_epoch(-1)
-        .with_topics(vec![OffsetCommitRequestTopic::default()
-            .with_name(TopicName(StrBytes::from_string(topic.into())))
-            .with_partitions(vec![OffsetCommitRequestPartition::default()
-                .with_partition_index(0)
-                .with_committed_offset(offset)])]);
-    let sent = c.send(ApiKey::OffsetCommit, 2, &request);
-    let mut frame = c.recv_frame().ok_or("connection closed")?;
-    let header =
-        <kafka_protocol::messages::ResponseHeader as kafka_protocol::protocol::Decodable>::decode(
-            &mut frame, 0,
-        )
-        .map_err(|e| e.to_string())?;
-    assert_eq!(header.correlation_id, sent);
-    let r = <OffsetCommitResponse as kafka_protocol::protocol::Decodable>::decode(&mut frame, 2)
-        .map_err(|e| e.to_string())?;
-    Ok(r.topics[0].partitions[0].error_code)
-}
-
-#[test]
-fn filer_stopped_mid_commit() {
-    let _one = serial();
-    assert!(kelp_has_filer(), "kelp has --filer");
-    let filer_url = stack().filer.clone();
-    let mut k = Kelp::start(&["--filer", filer_url.as_str()]);
-    let (group, topic) = ("faults-filer-g", "faults-filer-t");
-    let server = Gateway::server_pid();
-    let mut gateway = Gateway::of_stack();
-    let stop = Arc::new(Mutex::new(false));
-    let (acked, errors) = (
-        Arc::new(Mutex::new(Vec::new())),
-        Arc::new(Mutex::new(Vec::new())),
-    );
-    let committer = {
-        let (addr, stop, acked, errors) = (
-            k.addr().to_string(),
-            stop.clone(),
-            acked.clone(),
-            errors.clone(),
-        );
-        thread::spawn(move || {
-            let mut c = raw::Raw::connect(&addr);
-            for offset in 1..20_000i64 {
-                if *stop.lock().unwrap() {
-                    break;
-                }
-                match commit_once(&mut c, group, topic, offset) {
-                    Ok(0) => acked.lock().unwrap().push(offset),
-                    Ok(code) => errors.lock().unwrap().push(format!("error {code}")),
-                    Err(e) => {
-                        errors.lock().unwrap().push(e);
-                        thread::sleep(Duration::from_millis(200));
-                        c = raw::Raw::connect(&addr);
-                    }
-                }
-                thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
-    wait_until("50 commits acknowledged", Duration::from_secs(60), || {
-        acked.lock().unwrap().len() >= 50
-    });
-    // The filer (inside `weed server`) stops answering for a while, then comes back.
-    let paused = Instant::now();
-    let _ = Command::new("kill")
-        .args(["-STOP", &server.to_string()])
-        .status();
-    thread::sleep(Duration::from_secs(6));
-    let _ = Command::new("kill")
-        .args(["-CONT", &server.to_string()])
-        .status();
-    let before = acked.lock().unwrap().len();
-    wait_until(
-        "commits acknowledged again after the filer came back",
-        Duration::from_secs(120),
-        || acked.lock().unwrap().len() >= before + 50,
-    );
-    let recovered = paused.elapsed();
-    *stop.lock().unwrap() = true;
-    committer.join().unwrap();
-    let last = *acked.lock().unwrap().last().unwrap();
-    let live = committed(k.addr(), group, topic, 1)[&0];
-    // And from the filer alone: kelp killed and started again loads what it acknowledged.
-    k.kill9();
-    k.start_again();
-    let mut reloaded = -1;
-    wait_until(
-        "kelp to load the group from the filer",
-        Duration::from_secs(60),
-        || {
-            reloaded = committed(k.addr(), group, topic, 1)
-                .get(&0)
-                .copied()
-                .unwrap_or(-1);
-            reloaded >= 0
-        },
-    );
-    let errors = errors.lock().unwrap().clone();
-    let retriable = |e: &String| {
-        [
-            "error 15",
-            "error 16",
-            "error 7",
-            "error 14",
-            "connection closed",
-        ]
-        .iter()
-        .any(|r| e.contains(r))
-            || e.contains("Connection reset")
-    };
-    let lost = usize::from(live < last) + usize::from(reloaded < last);
-    row(
-        "filer (weed server) stopped 6 s mid-commit",
-        &format!(
-            "{} commits refused or cut ({:?}...), all retriable",
-            errors.len(),
-            errors.iter().take(2).collect::<Vec<_>>()
-        ),
-        recovered,
-        lost,
-        None,
-    );
-    assert!(
-        errors.iter().all(retriable),
-        "non-retriable commit errors: {errors:?}"
-    );
-    assert_eq!(
-        live, last,
-        "the last acknowledged commit is what kelp serves"
-    );
-    assert_eq!(
-        reloaded, last,
-        "the last acknowledged commit survives a kelp restart (filer)"
-    );
-    if !gateway.alive() {
-        // The gateway checks the broker it lives on; a paused broker can make it exit.
-        gateway.restart_until(|| ready(&k));
-    }
 }

@@ -1,5 +1,6 @@
 //! The stack's SeaweedFS gateway as a fault to inject: killed with SIGKILL and started again in
 //! place with the same command line, so kelp and the clients see the same address come back.
+#![allow(dead_code)]
 
 use std::fs;
 use std::os::unix::process::CommandExt;
