@@ -182,14 +182,32 @@ pub fn stack() -> &'static Stack {
     }
 }
 
+/// Starts the stack; a start that fails (a cold or loaded machine can keep SeaweedFS's volume
+/// server from registering in time) is stopped and tried once more on fresh ports.
 fn start_stack() -> Result<Stack, String> {
+    match start_stack_in(&scratch_dir().join("stack")) {
+        Ok(stack) => Ok(stack),
+        Err(first) => {
+            eprintln!("support: stack start failed, retrying once on fresh ports:\n{first}");
+            let _ = Command::new(&env_paths().python)
+                .arg(format!("{REPO}/scripts/stack"))
+                .args(["stop", "--dir"])
+                .arg(scratch_dir().join("stack"))
+                .env("KELP_WEED", &env_paths().weed)
+                .output();
+            start_stack_in(&scratch_dir().join("stack-retry"))
+                .map_err(|second| format!("{first}\nretry:\n{second}"))
+        }
+    }
+}
+
+fn start_stack_in(dir: &Path) -> Result<Stack, String> {
     let env = env_paths();
-    let dir = scratch_dir().join("stack");
     let t0 = Instant::now();
     let out = Command::new(&env.python)
         .arg(format!("{REPO}/scripts/stack"))
         .args(["start", "--dir"])
-        .arg(&dir)
+        .arg(dir)
         .args(["--owner-pid", &std::process::id().to_string()])
         .env("KELP_WEED", &env.weed)
         .stdin(Stdio::null())
