@@ -46,6 +46,9 @@ const SERVED: [(ApiKey, i16, i16); 6] = [
 /// Responses buffered before they are written even when more requests are waiting.
 const FLUSH_BYTES: usize = 1 << 20;
 
+/// Requests answered before the responses are written even when more are waiting.
+const MAX_BATCHED: usize = 1024;
+
 #[derive(Parser, Debug)]
 #[command(about = "A synthetic in-memory Kafka backend for benchmarks")]
 struct Args {
@@ -148,7 +151,10 @@ async fn serve(socket: TcpStream, server: &Server, me: &Listener) -> anyhow::Res
     let mut out = BytesMut::with_capacity(64 * 1024);
     while let Some(frame) = frames.next().await {
         server.handle(frame?.freeze(), me, &mut out).await?;
-        while out.len() < FLUSH_BYTES {
+        for _ in 0..MAX_BATCHED {
+            if out.len() >= FLUSH_BYTES {
+                break;
+            }
             match frames.next().now_or_never() {
                 Some(Some(frame)) => server.handle(frame?.freeze(), me, &mut out).await?,
                 Some(None) | None => break,
