@@ -133,19 +133,6 @@ fn read_back(
 // ------------------------------------------------------------------------------------------------
 // committed offsets, straight from kelp
 
-/// The state kelp reports for `group` (DescribeGroups).
-fn group_state(bootstrap: &str, group: &str) -> String {
-    let mut c = raw::Raw::connect(bootstrap);
-    let request = kafka_protocol::messages::DescribeGroupsRequest::default()
-        .with_groups(vec![StrBytes::from_string(group.into()).into()]);
-    let r: kafka_protocol::messages::DescribeGroupsResponse =
-        c.call(ApiKey::DescribeGroups, 3, &request);
-    r.groups
-        .first()
-        .map(|g| g.group_state.to_string())
-        .unwrap_or_default()
-}
-
 /// The member count of `group` when kelp describes it Stable.
 fn stable_members(bootstrap: &str, group: &str) -> Option<usize> {
     let mut c = raw::Raw::connect(bootstrap);
@@ -406,8 +393,11 @@ fn kelp_killed_during_a_rebalance() {
     let mut k = Kelp::start(&args);
     let (topic, group) = ("faults-kelp", "faults-kelp-g");
     create_topic(k.addr(), topic, 4);
-    let a = GroupConsumer::start(k.addr(), group, "fk-a", &[topic]);
-    let b = GroupConsumer::start(k.addr(), group, "fk-b", &[topic]);
+    // Heartbeats every 3 s: the members learn of the rebalance that late, so it stays open long
+    // enough to be seen.
+    let slow = [("heartbeat.interval.ms", "3000")];
+    let a = GroupConsumer::start_with(k.addr(), group, "fk-a", &[topic], &slow);
+    let b = GroupConsumer::start_with(k.addr(), group, "fk-b", &[topic], &slow);
     wait_until(
         "the group to own every partition once",
         Duration::from_secs(60),
@@ -431,15 +421,27 @@ fn kelp_killed_during_a_rebalance() {
 
     // A third member starts a rebalance; kelp dies in the middle of it.
     let c = GroupConsumer::start(k.addr(), group, "fk-c", &[topic]);
-    let mut state = String::new();
-    wait_until(
-        "kelp to show the group rebalancing",
-        Duration::from_secs(60),
-        || {
-            state = group_state(k.addr(), group);
-            state == "PreparingRebalance" || state == "CompletingRebalance"
-        },
-    );
+    // One connection, polled without pause: the rebalance may last only a heartbeat interval.
+    let mut probe = raw::Raw::connect(k.addr());
+    let describe = kafka_protocol::messages::DescribeGroupsRequest::default()
+        .with_groups(vec![StrBytes::from_string(group.into()).into()]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let state = loop {
+        let r: kafka_protocol::messages::DescribeGroupsResponse =
+            probe.call(ApiKey::DescribeGroups, 3, &describe);
+        let state = r
+            .groups
+            .first()
+            .map(|g| g.group_state.to_string())
+            .unwrap_or_default();
+        if state == "PreparingRebalance" || state == "CompletingRebalance" {
+            break state;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the group never rebalanced after a third member joined (last {state})"
+        );
+    };
     eprintln!("faults: killing kelp while the group is {state}");
     let killed = Instant::now();
     k.kill9();
