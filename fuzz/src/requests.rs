@@ -9,9 +9,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use kelp::group::{self, Call, Coordinator, Output, Request, Response};
-use kelp::protocol::{
-    decode_request, encode_response, kelp_range, split_response, FrameError, Peek,
-};
+use kelp::protocol::{encode_response, kelp_range, split_response, FrameError, Peek};
 
 use super::input::Input;
 
@@ -78,32 +76,11 @@ pub fn header(
     buf.to_vec()
 }
 
-/// A group request as `coordinator::GroupService::submit` decodes it: header client id and body.
+/// A group request decoded exactly as kelp decodes it (`coordinator::decode`).
 pub fn decode_group(p: &Peek, frame: Bytes) -> Result<(String, Request), FrameError> {
-    macro_rules! body {
-        ($variant:ident) => {{
-            let (header, body) = decode_request(frame, p)?;
-            (header, Request::$variant(body))
-        }};
-    }
-    let (header, request): (RequestHeader, Request) = match p.api_key {
-        ApiKey::JoinGroup => body!(JoinGroup),
-        ApiKey::SyncGroup => body!(SyncGroup),
-        ApiKey::Heartbeat => body!(Heartbeat),
-        ApiKey::LeaveGroup => body!(LeaveGroup),
-        ApiKey::OffsetCommit => body!(OffsetCommit),
-        ApiKey::OffsetFetch => body!(OffsetFetch),
-        ApiKey::OffsetDelete => body!(OffsetDelete),
-        ApiKey::DescribeGroups => body!(DescribeGroups),
-        ApiKey::ListGroups => body!(ListGroups),
-        ApiKey::DeleteGroups => body!(DeleteGroups),
-        other => return Err(FrameError::UnsupportedApi(other)),
-    };
-    let client_id = header.client_id.map(|c| c.to_string()).unwrap_or_default();
-    Ok((client_id, request))
+    kelp::coordinator::decode(p, frame)
 }
 
-/// A decoded group request through a fresh coordinator: exactly one reply, and it encodes.
 pub fn group_request(p: &Peek, frame: Bytes) {
     let Ok((client_id, request)) = decode_group(p, frame) else {
         return;
