@@ -126,6 +126,10 @@ pub struct Config {
     /// TLS on the client listener and to the backend.
     #[command(flatten)]
     pub tls: TlsFlags,
+
+    /// Several kelps, one coordinator per group (README §5).
+    #[command(flatten)]
+    pub peer: PeerFlags,
 }
 
 impl Config {
@@ -158,6 +162,7 @@ impl Config {
             }
         }
         self.tls.validate()?;
+        self.peer.validate(self.filer.is_some())?;
         Ok(())
     }
 
@@ -206,6 +211,94 @@ impl Config {
             offsets_retention_ms: self.offsets_retention_minutes.saturating_mul(60_000),
             ..crate::group::Config::default()
         }
+    }
+}
+
+/// Peers: the other kelps a group's members may talk to (issue 7). Without `--peers` or
+/// `--peer-dns` kelp coordinates every group it is asked about by itself.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PeerFlags {
+    /// Peer listener (host:port): other kelps forward the requests of groups this kelp owns here.
+    /// Needs --peers or --peer-dns.
+    #[arg(long, env = "KELP_PEER_LISTEN")]
+    pub peer_listen: Option<SocketAddr>,
+
+    /// Every kelp's peer address (host:port, comma-separated; this kelp's own may be listed).
+    #[arg(long, env = "KELP_PEERS", value_delimiter = ',')]
+    pub peers: Vec<String>,
+
+    /// DNS name and port of the peers (a headless Service, name:port), re-resolved every
+    /// --peer-dns-interval-ms.
+    #[arg(long, env = "KELP_PEER_DNS")]
+    pub peer_dns: Option<String>,
+
+    /// This kelp's own peer address as the others list it (default: --peer-listen; needed when
+    /// that listens on an unspecified address such as 0.0.0.0, e.g. $(POD_IP):9094).
+    #[arg(long, env = "KELP_PEER_ADVERTISED")]
+    pub peer_advertised: Option<String>,
+
+    /// How often each peer is probed; a peer is down after two failed probes in a row.
+    #[arg(long, env = "KELP_PEER_PROBE_INTERVAL_MS", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(50..=60_000))]
+    pub peer_probe_interval_ms: u64,
+
+    /// How often --peer-dns is resolved again.
+    #[arg(long, env = "KELP_PEER_DNS_INTERVAL_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub peer_dns_interval_ms: u64,
+}
+
+impl PeerFlags {
+    /// Whether kelp shares groups with other kelps.
+    pub fn enabled(&self) -> bool {
+        !self.peers.is_empty() || self.peer_dns.is_some()
+    }
+
+    /// This kelp's identity among the peers.
+    pub fn advertised(&self) -> Option<String> {
+        self.peer_advertised
+            .clone()
+            .or_else(|| self.peer_listen.map(|a| a.to_string()))
+    }
+
+    fn validate(&self, durable: bool) -> Result<(), String> {
+        let host_port = |flag: &str, v: &str| match v.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+            _ => Err(format!("{flag} {v:?} is not host:port")),
+        };
+        for p in &self.peers {
+            host_port("--peers", p)?;
+        }
+        if let Some(dns) = &self.peer_dns {
+            host_port("--peer-dns", dns)?;
+        }
+        if let Some(a) = &self.peer_advertised {
+            host_port("--peer-advertised", a)?;
+        }
+        if !self.peers.is_empty() && self.peer_dns.is_some() {
+            return Err("--peers and --peer-dns exclude each other".into());
+        }
+        if !self.enabled() {
+            return match (&self.peer_listen, &self.peer_advertised) {
+                (None, None) => Ok(()),
+                _ => Err("--peer-listen and --peer-advertised need --peers or --peer-dns".into()),
+            };
+        }
+        let Some(listen) = self.peer_listen else {
+            return Err("--peers and --peer-dns need --peer-listen".into());
+        };
+        if listen.ip().is_unspecified() && self.peer_advertised.is_none() {
+            return Err(format!(
+                "--peer-listen {listen} is unspecified: set --peer-advertised to the address the other kelps list"
+            ));
+        }
+        if !durable {
+            return Err(
+                "--peers and --peer-dns need --filer: a group's new owner loads it from there"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -356,5 +449,57 @@ mod tests {
         ])
         .unwrap_err();
         assert!(e.contains("--group-min-session-timeout-ms"), "{e}");
+    }
+
+    #[test]
+    fn peers_need_a_listener_and_the_filer() {
+        let filer = ["--filer", "http://127.0.0.1:8888"];
+        let with = |extra: &[&str]| {
+            let mut args = filer.to_vec();
+            args.extend_from_slice(extra);
+            parse(&args)
+        };
+        let c = with(&[
+            "--peer-listen",
+            "127.0.0.1:9094",
+            "--peers",
+            "127.0.0.1:9094,127.0.0.1:9095",
+        ])
+        .unwrap();
+        assert!(c.peer.enabled());
+        assert_eq!(c.peer.peers.len(), 2);
+        assert_eq!(c.peer.advertised().as_deref(), Some("127.0.0.1:9094"));
+        let e = with(&["--peers", "127.0.0.1:9094"]).unwrap_err();
+        assert!(e.contains("--peer-listen"), "{e}");
+        let e = parse(&[
+            "--peer-listen",
+            "127.0.0.1:9094",
+            "--peers",
+            "127.0.0.1:9094",
+        ])
+        .unwrap_err();
+        assert!(e.contains("--filer"), "{e}");
+        let e = with(&[
+            "--peer-listen",
+            "0.0.0.0:9094",
+            "--peer-dns",
+            "kelp-peers:9094",
+        ])
+        .unwrap_err();
+        assert!(e.contains("--peer-advertised"), "{e}");
+        let e = with(&["--peer-listen", "127.0.0.1:9094", "--peers", "nope"]).unwrap_err();
+        assert!(e.contains("--peers"), "{e}");
+        let e = with(&[
+            "--peer-listen",
+            "127.0.0.1:9094",
+            "--peers",
+            "a:1",
+            "--peer-dns",
+            "b:2",
+        ])
+        .unwrap_err();
+        assert!(e.contains("exclude"), "{e}");
+        let e = with(&["--peer-listen", "127.0.0.1:9094"]).unwrap_err();
+        assert!(e.contains("need --peers"), "{e}");
     }
 }

@@ -5,6 +5,7 @@
 //! coordinator's writes and imports (`durable.rs`) and reports their outcomes back to it.
 
 mod durable;
+mod shard;
 #[cfg(test)]
 mod tests;
 
@@ -23,6 +24,7 @@ use crate::protocol::{decode_request, encode_response, FrameError, Peek};
 use crate::server::conn::LocalReply;
 use crate::store::Store;
 use durable::{Clock, Done, Inflight, Outage};
+use shard::Shard;
 
 type Envelope = (Call, oneshot::Sender<Response>);
 
@@ -49,7 +51,27 @@ impl GroupService {
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         config.durable = store.is_some();
-        tokio::spawn(run(Coordinator::new(config), rx, metrics, store));
+        tokio::spawn(run(Coordinator::new(config), rx, metrics, store, None));
+        GroupService {
+            tx,
+            next_token: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    /// Starts the actor for a kelp that shares groups with peers: it serves only the groups the
+    /// view makes its own, each loaded from `store` on its first request (nothing at startup), and
+    /// releases those the view moves elsewhere (`shard.rs`).
+    pub fn spawn_sharded(
+        mut config: group::Config,
+        metrics: Arc<Metrics>,
+        store: Arc<dyn Store>,
+        peers: Arc<crate::peers::Peers>,
+    ) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        config.durable = true;
+        let mut coordinator = Coordinator::new(config);
+        coordinator.shard();
+        tokio::spawn(run(coordinator, rx, metrics, Some(store), Some(peers)));
         GroupService {
             tx,
             next_token: Arc::new(AtomicU64::new(1)),
@@ -185,6 +207,7 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Envelope>,
     metrics: Arc<Metrics>,
     store: Option<Arc<dyn Store>>,
+    peers: Option<Arc<crate::peers::Peers>>,
 ) {
     let clock = Clock::new();
     let mut waiting: HashMap<group::Token, oneshot::Sender<Response>> = HashMap::new();
@@ -192,8 +215,15 @@ async fn run(
     // Operations in flight borrow the store, which this task owns until it ends.
     let mut inflight = store.as_deref().map(Inflight::new);
     let mut outage = Outage::default();
+    // Sharded, groups load one by one as they are asked for; otherwise all of them at startup.
+    let mut shard = match (peers, store.as_deref()) {
+        (Some(peers), Some(s)) => Some(Shard::new(peers, s, metrics.clone())),
+        _ => None,
+    };
+    let mut views = shard.as_ref().map(Shard::views);
     let mut load = store
         .as_deref()
+        .filter(|_| shard.is_none())
         .map(|s| durable::load_after(s, std::time::Duration::ZERO));
     let mut load_attempt = 1u32;
     let load_started = Instant::now();
@@ -210,13 +240,25 @@ async fn run(
                 let Some((call, reply)) = envelope else { return };
                 tracing::trace!(token = call.token, version = call.api_version, request = ?call.request, "group call");
                 waiting.insert(call.token, reply);
-                coordinator.handle(clock.now(), call, &mut out);
+                accept(&mut coordinator, shard.as_mut(), clock.now(), call, &mut out);
                 // Take whatever else is queued before answering, to batch wake-ups.
                 for _ in 0..256 {
                     let Ok((call, reply)) = rx.try_recv() else { break };
                     tracing::trace!(token = call.token, version = call.api_version, request = ?call.request, "group call");
                     waiting.insert(call.token, reply);
-                    coordinator.handle(clock.now(), call, &mut out);
+                    accept(&mut coordinator, shard.as_mut(), clock.now(), call, &mut out);
+                }
+            }
+            (group, result) = next_group_load(&mut shard), if shard.as_ref().is_some_and(Shard::is_loading) => {
+                if let Some(sh) = shard.as_mut() {
+                    for call in sh.loaded(&mut coordinator, &clock, group, result, &mut out) {
+                        coordinator.handle(clock.now(), call, &mut out);
+                    }
+                }
+            }
+            Some(view) = view_change(&mut views), if views.is_some() => {
+                if let Some(sh) = shard.as_mut() {
+                    sh.view_changed(&mut coordinator, &clock, view, &mut out);
                 }
             }
             _ = sleep_until(deadline) => coordinator.tick(clock.now(), &mut out),
@@ -279,6 +321,45 @@ async fn run(
                 },
             }
         }
+    }
+}
+
+/// Runs a call now, or (sharded) once its groups are loaded.
+fn accept(
+    coordinator: &mut Coordinator,
+    shard: Option<&mut Shard<'_>>,
+    now: group::Millis,
+    call: Call,
+    out: &mut Vec<Output>,
+) {
+    let call = match shard {
+        Some(sh) => sh.admit(coordinator, call),
+        None => Some(call),
+    };
+    if let Some(call) = call {
+        coordinator.handle(now, call, out);
+    }
+}
+
+async fn next_group_load(
+    shard: &mut Option<Shard<'_>>,
+) -> (String, Result<group::LoadedGroup, crate::store::StoreError>) {
+    match shard {
+        Some(sh) => sh.next_load().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next view (`None` once the sender is gone).
+async fn view_change(
+    views: &mut Option<tokio::sync::watch::Receiver<Arc<crate::peers::View>>>,
+) -> Option<Arc<crate::peers::View>> {
+    match views {
+        Some(rx) => {
+            rx.changed().await.ok()?;
+            Some(rx.borrow_and_update().clone())
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -9,6 +9,7 @@ pub mod http;
 pub mod metrics;
 pub mod modes;
 pub mod passthrough;
+pub mod peers;
 pub mod protocol;
 pub mod route;
 pub mod server;

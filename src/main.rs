@@ -156,12 +156,23 @@ async fn run(mut config: Config) {
     tokio::spawn(backend.clone().watch(Duration::from_secs(10)));
     let store = open_store(&config);
     let client_tls = client_tls(&config);
-    let shared = Arc::new(Shared {
-        groups: GroupService::spawn_with_store(
+    let peer_listener = match config.peer.peer_listen {
+        Some(addr) if config.peer.enabled() => Some(bind(addr, "--peer-listen").await),
+        _ => None,
+    };
+    let peers = start_peers(&config, &metrics).await;
+    let groups = match (&peers, &store) {
+        (Some(side), Some(store)) => GroupService::spawn_sharded(
             config.group_config(),
             metrics.clone(),
             store.clone(),
+            side.peers.clone(),
         ),
+        _ => GroupService::spawn_with_store(config.group_config(), metrics.clone(), store.clone()),
+    };
+    let shared = Arc::new(Shared {
+        groups,
+        peers,
         identity,
         backend,
         passthrough: Arc::new(Passthrough::new(
@@ -208,9 +219,50 @@ async fn run(mut config: Config) {
     );
     watch_tls(&shared);
     tokio::spawn(kelp::http::serve(metrics_listener, shared.clone()));
+    if let Some(listener) = peer_listener {
+        tokio::spawn(kelp::server::serve_peers(listener, shared.clone()));
+    }
     tokio::spawn(kelp::server::serve(client_listener, shared.clone()));
     shutdown_signal().await;
     drain(&shared).await;
+}
+
+/// With `--peers`/`--peer-dns`: the peers' view, probed once before kelp serves anything (bounded
+/// by the probe timeout) and then every `--peer-probe-interval-ms`.
+async fn start_peers(config: &Config, metrics: &Arc<Metrics>) -> Option<kelp::server::PeerSide> {
+    use kelp::peers::{link::Dialer, Dns, NetProbe, Peers, Resolve, Static, Watch};
+    let flags = &config.peer;
+    if !flags.enabled() {
+        return None;
+    }
+    let me = flags.advertised()?;
+    let probe_every = Duration::from_millis(flags.peer_probe_interval_ms);
+    let peers = Peers::new(me.clone(), probe_every);
+    let resolver: Box<dyn Resolve> = match &flags.peer_dns {
+        Some(name) => Box::new(Dns(name.clone())),
+        None => Box::new(Static(flags.peers.clone())),
+    };
+    let dialer = Arc::new(Dialer { tls: None });
+    let probe = Arc::new(NetProbe::new(
+        dialer.clone(),
+        probe_every.max(Duration::from_secs(1)),
+    ));
+    let mut watch = Watch::new(
+        peers.clone(),
+        resolver,
+        probe,
+        metrics.clone(),
+        probe_every,
+        Duration::from_millis(flags.peer_dns_interval_ms),
+    );
+    watch.round().await;
+    tracing::info!(me = %me, live = ?peers.view().live, "peers: groups are coordinated by their owner among the live peers");
+    tokio::spawn(watch.run());
+    Some(kelp::server::PeerSide {
+        peers,
+        dialer,
+        tls: None,
+    })
 }
 
 /// TLS on the client listener from `--tls-cert`/`--tls-key` (and `--tls-client-ca`); a file that

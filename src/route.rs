@@ -66,22 +66,7 @@ pub enum GroupRoute {
 }
 
 /// The group ids a group request names, in request order (ListGroups names none).
-pub fn group_ids(request: &Request) -> Vec<&str> {
-    match request {
-        Request::JoinGroup(r) => vec![r.group_id.as_str()],
-        Request::SyncGroup(r) => vec![r.group_id.as_str()],
-        Request::Heartbeat(r) => vec![r.group_id.as_str()],
-        Request::LeaveGroup(r) => vec![r.group_id.as_str()],
-        Request::OffsetCommit(r) => vec![r.group_id.as_str()],
-        Request::OffsetDelete(r) => vec![r.group_id.as_str()],
-        // v8+ carries a list of groups; earlier versions one group id.
-        Request::OffsetFetch(r) if r.groups.is_empty() => vec![r.group_id.as_str()],
-        Request::OffsetFetch(r) => r.groups.iter().map(|g| g.group_id.as_str()).collect(),
-        Request::DescribeGroups(r) => r.groups.iter().map(|g| g.as_str()).collect(),
-        Request::DeleteGroups(r) => r.groups_names.iter().map(|g| g.as_str()).collect(),
-        Request::ListGroups(_) => Vec::new(),
-    }
-}
+pub use crate::group::named_groups as group_ids;
 
 /// Decides where a decoded group request goes under the rules in effect.
 pub fn group_route(request: &Request, rules: &Snapshot) -> GroupRoute {

@@ -287,29 +287,7 @@ pub(super) struct Loaded {
 pub(super) async fn load_all(store: &dyn Store) -> Result<Loaded, StoreError> {
     let ids = store.list_groups().await?;
     let results: Vec<Result<LoadedGroup, StoreError>> = futures::stream::iter(ids)
-        .map(|id| async move {
-            let record = store.load_group(&id).await?;
-            let offsets = match store.load_offsets(&id).await {
-                Ok(v) => v,
-                Err(StoreError::Corrupt(e)) => {
-                    tracing::error!(group = %id, error = %e, "offsets in the store do not decode; the group loads without them");
-                    Vec::new()
-                }
-                Err(e) => return Err(e),
-            };
-            let record = match record.map(|r| StoredGroup::decode(&r)).transpose() {
-                Ok(r) => r.map(record_from_store),
-                Err(e) => {
-                    tracing::error!(group = %id, error = %e, "group record does not decode; the group loads without it");
-                    None
-                }
-            };
-            Ok(LoadedGroup {
-                group: id,
-                record,
-                offsets: entries_from_store(offsets),
-            })
-        })
+        .map(|id| load_one(store, id))
         .buffer_unordered(LOAD_CONCURRENCY)
         .collect()
         .await;
@@ -320,12 +298,40 @@ pub(super) async fn load_all(store: &dyn Store) -> Result<Loaded, StoreError> {
         .filter(|g| g.record.as_ref().is_some_and(|r| !r.members.is_empty()))
         .count();
     Ok(Loaded {
-        groups: groups
-            .into_iter()
-            .filter(|g| g.record.is_some() || !g.offsets.is_empty())
-            .collect(),
+        groups: groups.into_iter().filter(known).collect(),
         offsets,
         with_members,
+    })
+}
+
+/// Whether the store held anything of a loaded group.
+pub(super) fn known(g: &LoadedGroup) -> bool {
+    g.record.is_some() || !g.offsets.is_empty()
+}
+
+/// One group's record and offsets. A record that does not decode is logged and skipped (the group
+/// loads without it), and so are offsets that do not; any other failure fails the load.
+pub(super) async fn load_one(store: &dyn Store, id: String) -> Result<LoadedGroup, StoreError> {
+    let record = store.load_group(&id).await?;
+    let offsets = match store.load_offsets(&id).await {
+        Ok(v) => v,
+        Err(StoreError::Corrupt(e)) => {
+            tracing::error!(group = %id, error = %e, "offsets in the store do not decode; the group loads without them");
+            Vec::new()
+        }
+        Err(e) => return Err(e),
+    };
+    let record = match record.map(|r| StoredGroup::decode(&r)).transpose() {
+        Ok(r) => r.map(record_from_store),
+        Err(e) => {
+            tracing::error!(group = %id, error = %e, "group record does not decode; the group loads without it");
+            None
+        }
+    };
+    Ok(LoadedGroup {
+        group: id,
+        record,
+        offsets: entries_from_store(offsets),
     })
 }
 

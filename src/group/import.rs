@@ -36,6 +36,11 @@ pub(crate) struct Imports {
 }
 
 impl Imports {
+    /// The group left this coordinator: whether it was checked no longer says anything.
+    pub(crate) fn forget(&mut self, group: &str) {
+        self.checked.remove(group);
+    }
+
     pub(crate) fn mark_checked(&mut self, group: &str) {
         if self.checked.len() >= MAX_CHECKED {
             self.checked.clear();
@@ -102,6 +107,8 @@ pub(crate) fn imported(
         return;
     };
     match result {
+        // A group released meanwhile gets no state here; its parked calls are refused on replay.
+        Ok(_) if !c.owns(&group) => finish(c, now, &group, None, out),
         Ok(values) if !values.is_empty() && !c.offsets.has_offsets(&group) => {
             let (groups, _, mut cx) = c.parts(now, out);
             if !groups.contains_key(&group) {

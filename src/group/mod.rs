@@ -41,6 +41,7 @@ mod load;
 mod offsets;
 mod persist;
 mod rebalance;
+mod refuse;
 mod retention;
 mod state;
 mod store;
@@ -50,7 +51,7 @@ mod timers;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kafka_protocol::messages::{
     DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
@@ -61,6 +62,7 @@ use kafka_protocol::messages::{
 };
 
 pub use persist::{GroupRecord, LoadedGroup, MemberRecord, OffsetEntry, Persist, Write, WriteId};
+pub use refuse::{named_groups, refusal};
 pub use state::{EvictionCause, GroupState, RebalanceReason};
 pub use store::CommittedOffset;
 
@@ -205,6 +207,10 @@ pub enum Event {
     GroupDeleted {
         group: String,
     },
+    /// The group moved to another kelp (`release`): its series go, nothing was deleted.
+    GroupReleased {
+        group: String,
+    },
 }
 
 /// The coordinator for every group the shell routes here.
@@ -218,6 +224,9 @@ pub struct Coordinator {
     imports: Imports,
     /// Between `begin_loading` and `load`.
     loading: bool,
+    /// With several kelps (`shard`): the groups this coordinator owns and may serve; a request
+    /// naming any other group is answered NOT_COORDINATOR. `None`: every group.
+    owned: Option<BTreeSet<String>>,
 }
 
 /// The parts of a `Call` besides its request.
@@ -249,6 +258,7 @@ impl Coordinator {
             ids,
             imports: Imports::default(),
             loading: false,
+            owned: None,
         }
     }
 
@@ -282,6 +292,16 @@ impl Coordinator {
         request: Request,
         out: &mut Vec<Output>,
     ) {
+        if let Some(owned) = &self.owned {
+            if named_groups(&request).iter().any(|g| !owned.contains(*g)) {
+                let response = refusal(&request, meta.version, group::code::NOT_COORDINATOR);
+                out.push(Output::Reply {
+                    token: meta.token,
+                    response,
+                });
+                return;
+            }
+        }
         match request {
             Request::JoinGroup(r) => join::handle(self, now, meta, r, out),
             Request::SyncGroup(r) => sync::handle(self, now, meta, r, out),
@@ -357,6 +377,87 @@ impl Coordinator {
         self.loading = false;
         self.settle(now, out);
         retention::ensure_armed(&mut self.timers, &self.config, now);
+    }
+
+    /// Several kelps share the groups: from now on this coordinator serves only the groups it
+    /// `adopt`s, and answers NOT_COORDINATOR (16) for any other (README §5).
+    pub fn shard(&mut self) {
+        self.owned.get_or_insert_with(BTreeSet::new);
+    }
+
+    /// Whether this coordinator serves `group` (always, unless sharded).
+    pub fn owns(&self, group: &str) -> bool {
+        self.owned.as_ref().is_none_or(|o| o.contains(group))
+    }
+
+    /// The groups a sharded coordinator owns.
+    pub fn owned(&self) -> impl Iterator<Item = &str> {
+        self.owned.iter().flatten().map(String::as_str)
+    }
+
+    /// Takes ownership of `group` with what the store holds for it (`None`: nothing, a new group):
+    /// restored like `load` does, so a Stable group whose members are alive does not rebalance
+    /// because its coordinator moved; every member's session timer starts at `now`.
+    pub fn adopt(
+        &mut self,
+        now: Millis,
+        group: &str,
+        loaded: Option<LoadedGroup>,
+        out: &mut Vec<Output>,
+    ) {
+        self.run_timers(now, out);
+        // Anything left from an earlier ownership is stale: the store is the truth now.
+        self.drop_group(now, group, out);
+        if let Some(owned) = self.owned.as_mut() {
+            owned.insert(group.to_string());
+        }
+        if let Some(loaded) = loaded {
+            load::load(self, now, vec![loaded], out);
+        }
+        self.settle(now, out);
+        retention::ensure_armed(&mut self.timers, &self.config, now);
+    }
+
+    /// Gives `group` up (another kelp owns it now): parked JoinGroup/SyncGroup calls are answered
+    /// NOT_COORDINATOR, its timers stop, its state leaves memory and its metric series go. Writes
+    /// already issued still complete and answer their calls; nothing is written for it after this.
+    pub fn release(&mut self, now: Millis, group: &str, out: &mut Vec<Output>) {
+        self.run_timers(now, out);
+        if let Some(owned) = self.owned.as_mut() {
+            owned.remove(group);
+        }
+        if self.drop_group(now, group, out) {
+            out.push(Output::Event(Event::GroupReleased {
+                group: group.to_string(),
+            }));
+        }
+        self.settle(now, out);
+    }
+
+    /// Removes a group's state, answering its parked calls NOT_COORDINATOR. True if it had any.
+    fn drop_group(&mut self, now: Millis, group: &str, out: &mut Vec<Output>) -> bool {
+        let had_offsets = !self.offsets.take_group(group).is_empty();
+        self.imports.forget(group);
+        let (groups, _, mut cx) = self.parts(now, out);
+        cx.timers.cancel_group(group);
+        let Some(mut g) = groups.remove(group) else {
+            return had_offsets;
+        };
+        for m in g.members.values_mut() {
+            if let Some(w) = m.join_waiter.take() {
+                let response = rebalance::join_error(w.version, group::code::NOT_COORDINATOR, "");
+                cx.reply(w.token, Response::JoinGroup(response));
+            }
+            if let Some(w) = m.sync_waiter.take() {
+                let response = rebalance::sync_response(
+                    None,
+                    group::code::NOT_COORDINATOR,
+                    Default::default(),
+                );
+                cx.reply(w.token, Response::SyncGroup(response));
+            }
+        }
+        true
     }
 
     /// Writes issued and not yet applied (for the shell's metrics and tests).

@@ -242,7 +242,7 @@ impl GroupMetrics {
                 let result = super::error_name(*error);
                 self.commits.with_label_values(&[g, mode, &result]).inc();
             }
-            Event::GroupDeleted { group } => {
+            Event::GroupDeleted { group } | Event::GroupReleased { group } => {
                 if tracked.remove(group.as_str()).is_some() {
                     self.remove_series(group);
                 }

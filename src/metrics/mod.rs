@@ -44,15 +44,18 @@ pub enum Path {
     Local,
     Backend,
     Passthrough,
+    /// Forwarded to the kelp that owns the group.
+    Peer,
 }
 
 impl Path {
-    pub const ALL: [Path; 3] = [Path::Local, Path::Backend, Path::Passthrough];
+    pub const ALL: [Path; 4] = [Path::Local, Path::Backend, Path::Passthrough, Path::Peer];
     pub fn as_str(self) -> &'static str {
         match self {
             Path::Local => "local",
             Path::Backend => "backend",
             Path::Passthrough => "passthrough",
+            Path::Peer => "peer",
         }
     }
 }
@@ -84,6 +87,12 @@ pub struct Metrics {
     /// `kelp_config_last_reload_successful`: 0 while the config file on disk is refused.
     pub config_last_reload_ok: IntGauge,
     pub groups: group::GroupMetrics,
+    /// `kelp_peers{state}`: peers (this kelp included) by `live` / `down`.
+    pub peers: IntGaugeVec,
+    /// `kelp_peer_view_changes_total`: changes of the live peer set.
+    pub peer_view_changes: IntCounter,
+    /// `kelp_group_ownership_moves_total{direction}`: groups adopted (`in`) and released (`out`).
+    pub ownership_moves: IntCounterVec,
 }
 
 fn api_name(api: ApiKey) -> String {
@@ -201,6 +210,24 @@ impl Metrics {
                 "1 when the config in effect is the file on disk (or there is no file), 0 after a refused reload",
             )
             .expect("static metric"),
+            peers: IntGaugeVec::new(
+                Opts::new("kelp_peers", "Peers this kelp knows of (itself included), by state"),
+                &["state"],
+            )
+            .expect("static metric"),
+            peer_view_changes: IntCounter::new(
+                "kelp_peer_view_changes_total",
+                "Changes of the set of live peers",
+            )
+            .expect("static metric"),
+            ownership_moves: IntCounterVec::new(
+                Opts::new(
+                    "kelp_group_ownership_moves_total",
+                    "Groups this kelp took over from the store (in) or gave up to another peer (out)",
+                ),
+                &["direction"],
+            )
+            .expect("static metric"),
             registry,
             groups,
         };
@@ -224,6 +251,9 @@ impl Metrics {
             Box::new(m.backend_duration.clone()),
             Box::new(m.config_reloads.clone()),
             Box::new(m.config_last_reload_ok.clone()),
+            Box::new(m.peers.clone()),
+            Box::new(m.peer_view_changes.clone()),
+            Box::new(m.ownership_moves.clone()),
             Box::new(build_info),
         ] {
             m.registry.register(collector).expect("unique metric names");

@@ -23,10 +23,11 @@ use crate::coordinator;
 use crate::group::Request;
 use crate::metrics::Metrics;
 use crate::modes::Snapshot;
+use crate::peers::Placement;
 use crate::protocol::{encode_response, error, FrameError, Peek};
 use crate::route::{group_ids, group_route, GroupRoute};
 use crate::server::conn::LocalReply;
-use crate::server::Shared;
+use crate::server::{Origin, Shared};
 use crate::store::Store;
 
 pub use handback::Handbacks;
@@ -87,6 +88,9 @@ pub enum Plan {
     /// Close the connection: the gateway does not serve this version, and the client must
     /// negotiate versions again (see docs/MIGRATION.md).
     Renegotiate,
+    /// Forward the frame untouched to the kelp that owns the group (`peers`); `request` is kept
+    /// to answer NOT_COORDINATOR if that kelp does not answer.
+    Peer { owner: String, request: Request },
 }
 
 /// A step run on the gateway's response to a passthrough group request.
@@ -190,8 +194,37 @@ pub fn plan(
     peek: &Peek,
     body: Bytes,
     client_host: &str,
+    origin: Origin,
 ) -> Result<Plan, FrameError> {
     let (client_id, request) = coordinator::decode(peek, body)?;
+    // Several kelps: the owner decides, and its mode rules apply (README §5).
+    if let Some(side) = &shared.peers {
+        match crate::peers::place(&side.peers, &request) {
+            Placement::Here => {}
+            Placement::One(owner) if origin == Origin::Client => {
+                return Ok(Plan::Peer { owner, request })
+            }
+            Placement::One(_) | Placement::Mixed(_) if origin == Origin::Peer => {
+                return Ok(Plan::Local(refuse(peek, &request, error::NOT_COORDINATOR)));
+            }
+            Placement::One(_) => unreachable!("handled above"),
+            Placement::Mixed(elsewhere) => {
+                let ids = group_ids(&request)
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect();
+                return Ok(Plan::Local(split::answer_split(
+                    &shared.groups,
+                    peek,
+                    client_id,
+                    client_host,
+                    request,
+                    ids,
+                    elsewhere,
+                )));
+            }
+        }
+    }
     let rules = shared.modes.snapshot();
     let route = group_route(&request, &rules);
     let to_gateway = matches!(route, GroupRoute::Passthrough | GroupRoute::ListBoth);
@@ -300,6 +333,13 @@ fn passthrough_plan(
         _ => None,
     };
     Ok(Plan::Forward(plan))
+}
+
+/// A response refusing all of `request` with `code` (NOT_COORDINATOR for another kelp's group).
+pub fn refuse(peek: &Peek, request: &Request, code: i16) -> LocalReply {
+    let response = crate::group::refusal(request, peek.api_version, code);
+    let frame = coordinator::encode(peek, &response).ok();
+    Box::pin(std::future::ready(frame))
 }
 
 /// INVALID_REQUEST for an OffsetFetch of all topics of a passthrough group.

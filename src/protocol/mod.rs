@@ -6,7 +6,7 @@ pub mod versions;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader};
-use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 pub use versions::{kelp_range, Handling};
 
@@ -95,6 +95,29 @@ pub fn decode_request<T: Decodable>(
     let header = RequestHeader::decode(&mut frame, header_version).map_err(undecodable)?;
     let body = T::decode(&mut frame, peek.api_version).map_err(undecodable)?;
     Ok((header, body))
+}
+
+/// Encodes a request frame: the 4-byte length, the request header for this API and version (with
+/// `client_id`), the body. For the requests kelp itself sends (probes, split batches).
+pub fn encode_request<T: Encodable>(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    client_id: Option<&str>,
+    body: &T,
+) -> anyhow::Result<Bytes> {
+    let header = RequestHeader::default()
+        .with_request_api_key(api_key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(client_id.map(|c| StrBytes::from_string(c.to_string())));
+    let mut out = BytesMut::new();
+    out.put_i32(0);
+    header.encode(&mut out, api_key.request_header_version(version))?;
+    body.encode(&mut out, version)?;
+    let written = i32::try_from(out.len() - 4)?;
+    out[..4].copy_from_slice(&written.to_be_bytes());
+    Ok(out.freeze())
 }
 
 /// Encodes a response frame: the 4-byte length, the response header for this API and version, the body.

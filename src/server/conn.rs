@@ -24,10 +24,12 @@ use tokio_util::codec::{FramedRead, LengthDelimitedCodecError};
 
 use super::codec::FrameCodec;
 use super::outbox::Outbox;
-use super::{answer, Shared};
+use super::{answer, Origin, Shared};
 use crate::backend::rewrite;
+use crate::group::Request;
 use crate::metrics::{ApiHandles, Path};
 use crate::passthrough::{self, Finished, Plan, Post};
+use crate::peers::Link;
 use crate::protocol::{peek, produce_acks_zero, response_correlation_id, FrameError, Peek};
 use crate::route::{route, Route};
 use crate::tls::{ReadHalf, Stream, WriteHalf};
@@ -71,6 +73,8 @@ enum Close {
     Coordinator,
     #[error("{0:?} v{1} must go to the gateway, which does not serve that version: the client negotiates again")]
     Renegotiate(ApiKey, i16),
+    #[error("{0:?} on the peer listener, which serves group requests only")]
+    NotForPeers(ApiKey),
 }
 
 impl Close {
@@ -82,6 +86,7 @@ impl Close {
             Close::Backend(_) => "backend_closed",
             Close::Coordinator => "coordinator",
             Close::Renegotiate(..) => "renegotiate",
+            Close::NotForPeers(_) => "not_for_peers",
         }
     }
 }
@@ -188,11 +193,13 @@ impl Slots {
 }
 
 /// Serves one client connection until it closes or misbehaves.
-pub async fn serve(shared: Arc<Shared>, socket: Stream, peer: SocketAddr) {
+pub async fn serve(shared: Arc<Shared>, socket: Stream, peer: SocketAddr, origin: Origin) {
     let _ = socket.set_nodelay(true);
     let (read, write) = socket.into_split();
     let mut conn = Conn {
         shared,
+        origin,
+        links: Vec::new(),
         client_host: format!("/{}", peer.ip()),
         client_out: write,
         to_client: Outbox::default(),
@@ -232,6 +239,9 @@ fn is_reset(e: &std::io::Error) -> bool {
 
 struct Conn {
     shared: Arc<Shared>,
+    origin: Origin,
+    /// Peer connections to the owners of groups this connection asked about (usually one).
+    links: Vec<Link>,
     client_host: String,
     client_out: WriteHalf,
     /// Responses whose turn has come, written together at the end of a turn.
@@ -340,12 +350,17 @@ impl Conn {
     }
 
     fn on_request(&mut self, frame: Bytes) -> Result<(), Close> {
-        let metrics = &self.shared.metrics;
+        let shared = self.shared.clone();
+        let metrics = &shared.metrics;
         metrics.bytes_client_in.inc_by(frame.len() as u64);
         let body = frame.slice(4..);
         let peek = peek(&body).map_err(Close::Frame)?;
         let route = route(&peek).map_err(Close::Frame)?;
         match route {
+            // Other kelps only send group requests (and probes) to the peer listener.
+            Route::Forward | Route::ForwardRewrite if self.origin == Origin::Peer => {
+                Err(Close::NotForPeers(peek.api_key))
+            }
             Route::Forward | Route::ForwardRewrite => {
                 let handles = metrics.api(peek.api_key, Path::Backend);
                 if let Some(h) = handles {
@@ -381,9 +396,10 @@ impl Conn {
             }
             // Migration: the group id(s) decide between kelp's coordinator and the gateway's.
             Route::Group => {
-                let plan = passthrough::plan(&self.shared, &peek, body, &self.client_host)
-                    .map_err(Close::Frame)?;
-                let reply = match plan {
+                let plan =
+                    passthrough::plan(&self.shared, &peek, body, &self.client_host, self.origin)
+                        .map_err(Close::Frame)?;
+                let (path, reply) = match plan {
                     Plan::Renegotiate => {
                         return Err(Close::Renegotiate(peek.api_key, peek.api_version))
                     }
@@ -395,9 +411,12 @@ impl Conn {
                         self.forward(frame, &peek, false, false, handles.cloned(), post);
                         return Ok(());
                     }
-                    Plan::Local(reply) => reply,
+                    Plan::Local(reply) => (Path::Local, reply),
+                    Plan::Peer { owner, request } => {
+                        (Path::Peer, self.to_owner(owner, frame, &peek, request))
+                    }
                 };
-                let handles = metrics.api(peek.api_key, Path::Local);
+                let handles = metrics.api(peek.api_key, path);
                 if let Some(h) = handles {
                     h.requests.inc();
                 }
@@ -413,6 +432,42 @@ impl Conn {
                 Ok(())
             }
         }
+    }
+
+    /// Sends a group request frame, unchanged, to the kelp that owns the group, over this
+    /// connection's link to it; NOT_COORDINATOR if that kelp does not answer.
+    fn to_owner(
+        &mut self,
+        owner: String,
+        frame: Bytes,
+        peek: &Peek,
+        request: Request,
+    ) -> LocalReply {
+        self.links.retain(|l| !l.is_closed());
+        let link = match self.links.iter().position(|l| l.owner() == owner) {
+            Some(i) => &self.links[i],
+            None => {
+                let side = self.shared.peers.as_ref().expect("a peer plan needs peers");
+                let link = Link::open(
+                    side.dialer.clone(),
+                    owner,
+                    self.shared.config.max_frame_bytes,
+                );
+                self.links.push(link);
+                self.links.last().expect("pushed above")
+            }
+        };
+        let response = link.send(frame);
+        let peek = *peek;
+        Box::pin(async move {
+            match response.await {
+                Ok(frame) => Some(frame),
+                Err(_) => {
+                    passthrough::refuse(&peek, &request, crate::protocol::error::NOT_COORDINATOR)
+                        .await
+                }
+            }
+        })
     }
 
     /// Queues a request frame for the backend, unchanged; `flush_backend` writes it.

@@ -1,4 +1,6 @@
-//! The client listener: accepts connections and runs one task per connection (see `conn`).
+//! The listeners: clients on `--listen`, other kelps on `--peer-listen`; one task per connection
+//! (see `conn`). A connection from the peer listener is served with `Origin::Peer`: its group
+//! requests are answered here or refused, never forwarded again.
 
 pub mod answer;
 mod codec;
@@ -34,6 +36,32 @@ pub struct Shared {
     pub modes: Arc<Modes>,
     /// What kelp reads from and owes to passthrough groups.
     pub passthrough: Arc<Passthrough>,
+    /// The other kelps (`--peers`/`--peer-dns`): who owns which group, and how to reach them.
+    pub peers: Option<PeerSide>,
+}
+
+/// What connections need of the peers.
+pub struct PeerSide {
+    pub peers: Arc<crate::peers::Peers>,
+    pub dialer: Arc<crate::peers::link::Dialer>,
+    /// Mutual TLS on the peer listener (`--peer-tls-*`).
+    pub tls: Option<Arc<Reloading<rustls::ServerConfig>>>,
+}
+
+/// Which listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Client,
+    Peer,
+}
+
+impl Origin {
+    fn label(self) -> &'static str {
+        match self {
+            Origin::Client => "client",
+            Origin::Peer => "peer",
+        }
+    }
 }
 
 /// Longest a client gets to finish its TLS handshake.
@@ -43,21 +71,30 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// retried. Beyond `--max-connections` live connections a new one is closed at once, with a log
 /// line (at most one a second) and `kelp_connection_errors_total{reason="max_connections"}`.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    serve_as(listener, shared, Origin::Client).await
+}
+
+/// Accepts connections from other kelps on the peer listener, like `serve` does for clients.
+pub async fn serve_peers(listener: TcpListener, shared: Arc<Shared>) {
+    serve_as(listener, shared, Origin::Peer).await
+}
+
+async fn serve_as(listener: TcpListener, shared: Arc<Shared>, origin: Origin) {
     let active = shared
         .metrics
         .connections_active
-        .with_label_values(&["client"]);
+        .with_label_values(&[origin.label()]);
     let total = shared
         .metrics
         .connections_total
-        .with_label_values(&["client"]);
+        .with_label_values(&[origin.label()]);
     let max = usize::try_from(shared.config.limits.max_connections).unwrap_or(usize::MAX);
     let mut refusals = Refusals::default();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = shared.shutdown.draining() => {
-                tracing::info!(listen = %shared.config.listen, "draining: no longer accepting client connections");
+                tracing::info!(listener = origin.label(), "draining: no longer accepting connections");
                 return;
             }
         };
@@ -75,8 +112,8 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 let active = active.clone();
                 tokio::spawn(async move {
                     active.inc();
-                    if let Some(stream) = handshake(&shared, socket, peer).await {
-                        conn::serve(shared, stream, peer).await;
+                    if let Some(stream) = handshake(&shared, socket, peer, origin).await {
+                        conn::serve(shared, stream, peer, origin).await;
                     }
                     active.dec();
                     drop(live);
@@ -91,15 +128,20 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-/// The client's TLS handshake when the listener has TLS (bounded); a failure closes the connection
-/// with a log line and `kelp_connection_errors_total{reason="tls_handshake"}`.
+/// The TLS handshake when the listener has TLS (bounded); a failure closes the connection with a
+/// log line and `kelp_connection_errors_total{reason="tls_handshake"}`.
 async fn handshake(
     shared: &Shared,
     socket: TcpStream,
     peer: std::net::SocketAddr,
+    origin: Origin,
 ) -> Option<Stream> {
     let _ = socket.set_nodelay(true);
-    let Some(tls) = &shared.client_tls else {
+    let tls = match origin {
+        Origin::Client => shared.client_tls.as_ref(),
+        Origin::Peer => shared.peers.as_ref().and_then(|p| p.tls.as_ref()),
+    };
+    let Some(tls) = tls else {
         return Some(Stream::Plain(socket));
     };
     let accept = tokio_rustls::TlsAcceptor::from(tls.current()).accept(socket);
@@ -109,7 +151,7 @@ async fn handshake(
         Err(_) => "timed out".to_string(),
     };
     shared.metrics.connection_error("tls_handshake");
-    tracing::warn!(peer = %peer, error = %error, "closing connection: TLS handshake failed");
+    tracing::warn!(peer = %peer, listener = origin.label(), error = %error, "closing connection: TLS handshake failed");
     None
 }
 

@@ -1,0 +1,305 @@
+//! Several kelps, one coordinator per group (README §5). Each kelp knows the peers (`--peers`, or
+//! `--peer-dns` re-resolved), probes them, and keeps a `View`: the live peers, itself included. The
+//! owner of a group is the live peer that rendezvous hashing picks (`hash.rs`), so every kelp with
+//! the same view names the same owner. A kelp forwards the requests of groups it does not own to
+//! the owner's peer listener (`link.rs`, one peer connection per client connection); a request that
+//! arrives on the peer listener is served or answered NOT_COORDINATOR, never forwarded again.
+//!
+//! When the view changes, ownership moves: the coordinator releases the groups it lost and adopts
+//! a group it gained from the store on its next request, but only once the view has been steady
+//! for `settle` (two probe intervals), so that the previous owner, which sees the same change
+//! within a probe interval, has stopped serving it first.
+
+mod discovery;
+pub mod hash;
+pub mod link;
+mod probe;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+pub use discovery::{Dns, Resolve, Resolved, Static};
+pub use link::Link;
+pub use probe::{NetProbe, Probe};
+
+use crate::metrics::Metrics;
+
+/// Failed probes in a row after which a peer is down.
+const DOWN_AFTER: u32 = 2;
+
+/// The live peers as this kelp sees them.
+#[derive(Debug)]
+pub struct View {
+    /// Sorted; always holds this kelp.
+    pub live: Vec<String>,
+    /// When this view began.
+    pub since: Instant,
+    /// 1 for the first view, then one more per change.
+    pub version: u64,
+}
+
+/// Who owns a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    Me,
+    Peer(String),
+}
+
+/// The peers, the current view and how ownership follows from it.
+pub struct Peers {
+    me: String,
+    view: ArcSwap<View>,
+    changes: watch::Sender<Arc<View>>,
+    settle: Duration,
+}
+
+impl Peers {
+    /// `me`: this kelp's peer address as the others list it.
+    pub fn new(me: String, probe_interval: Duration) -> Arc<Peers> {
+        let first = Arc::new(View {
+            live: vec![me.clone()],
+            since: Instant::now(),
+            version: 1,
+        });
+        let (changes, _) = watch::channel(first.clone());
+        Arc::new(Peers {
+            me,
+            view: ArcSwap::new(first),
+            changes,
+            settle: probe_interval * DOWN_AFTER,
+        })
+    }
+
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    pub fn view(&self) -> Arc<View> {
+        self.view.load_full()
+    }
+
+    /// Every view from now on (the current one first).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<View>> {
+        self.changes.subscribe()
+    }
+
+    /// How long a view must hold before a group it moved here is adopted.
+    pub fn settle(&self) -> Duration {
+        self.settle
+    }
+
+    /// The owner of `group` in the current view.
+    pub fn owner(&self, group: &str) -> Owner {
+        self.view().owner(&self.me, group)
+    }
+
+    /// Installs a new live set (sorted, with this kelp) if it differs from the current one.
+    fn install(&self, live: Vec<String>, metrics: &Metrics) -> bool {
+        let current = self.view.load();
+        if current.live == live {
+            return false;
+        }
+        let view = Arc::new(View {
+            live,
+            since: Instant::now(),
+            version: current.version + 1,
+        });
+        tracing::info!(live = ?view.live, version = view.version, "peer view changed: group ownership follows");
+        metrics.peer_view_changes.inc();
+        self.view.store(view.clone());
+        self.changes.send_replace(view);
+        true
+    }
+}
+
+impl View {
+    /// The owner of `group` in this view.
+    pub fn owner(&self, me: &str, group: &str) -> Owner {
+        match hash::owner(&self.live, group) {
+            Some(p) if p != me => Owner::Peer(p.to_string()),
+            _ => Owner::Me,
+        }
+    }
+
+    /// Whether a group this view moved here may be adopted at `now` (see the module docs).
+    pub fn settled(&self, settle: Duration, now: Instant) -> bool {
+        self.version == 1 || now.saturating_duration_since(self.since) >= settle
+    }
+}
+
+/// Where a group request goes among the peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// Every group it names is this kelp's (or it names none: ListGroups).
+    Here,
+    /// Every group it names is this peer's.
+    One(String),
+    /// A batch naming groups of several owners: `true` for each group (in request order) that
+    /// is not this kelp's.
+    Mixed(Vec<bool>),
+}
+
+/// Where `request` goes in the current view.
+pub fn place(peers: &Peers, request: &crate::group::Request) -> Placement {
+    let groups = crate::group::named_groups(request);
+    let view = peers.view();
+    let mut owners = groups.iter().map(|g| view.owner(peers.me(), g));
+    let Some(first) = owners.next() else {
+        return Placement::Here;
+    };
+    if owners.all(|o| o == first) {
+        return match first {
+            Owner::Me => Placement::Here,
+            Owner::Peer(p) => Placement::One(p),
+        };
+    }
+    Placement::Mixed(
+        groups
+            .iter()
+            .map(|g| view.owner(peers.me(), g) != Owner::Me)
+            .collect(),
+    )
+}
+
+/// What is known of each peer: resolved addresses and their probe results.
+#[derive(Debug, Default)]
+pub struct Membership {
+    /// Address → failed probes in a row (`None`: never probed yet).
+    peers: BTreeMap<String, Option<u32>>,
+}
+
+impl Membership {
+    /// The resolver's latest answer: new addresses are added (down until probed), gone ones dropped.
+    pub fn resolved(&mut self, me: &str, addrs: Vec<String>) {
+        let addrs: std::collections::BTreeSet<String> =
+            addrs.into_iter().filter(|a| a != me).collect();
+        self.peers.retain(|a, _| addrs.contains(a));
+        for a in addrs {
+            self.peers.entry(a).or_insert(None);
+        }
+    }
+
+    pub fn addresses(&self) -> Vec<String> {
+        self.peers.keys().cloned().collect()
+    }
+
+    pub fn probed(&mut self, addr: &str, ok: bool) {
+        if let Some(failures) = self.peers.get_mut(addr) {
+            *failures = Some(if ok {
+                0
+            } else {
+                failures.unwrap_or(DOWN_AFTER).saturating_add(1)
+            });
+        }
+    }
+
+    /// The live peers, sorted, with `me`: a peer is live from its first good probe until
+    /// `DOWN_AFTER` failed ones in a row.
+    pub fn live(&self, me: &str) -> Vec<String> {
+        let mut live: Vec<String> = self
+            .peers
+            .iter()
+            .filter(|(_, f)| f.is_some_and(|f| f < DOWN_AFTER))
+            .map(|(a, _)| a.clone())
+            .collect();
+        live.push(me.to_string());
+        live.sort();
+        live
+    }
+
+    /// (live, down) counts, this kelp counted live.
+    pub fn counts(&self) -> (usize, usize) {
+        let live = self
+            .peers
+            .values()
+            .filter(|f| f.is_some_and(|f| f < DOWN_AFTER))
+            .count();
+        (live + 1, self.peers.len() - live)
+    }
+}
+
+/// Discovery and probing: resolves every `dns_every` (a static list once), probes every peer every
+/// `probe_every`, and installs the view that follows. Runs until the process ends.
+pub struct Watch {
+    pub peers: Arc<Peers>,
+    pub resolver: Box<dyn Resolve>,
+    pub probe: Arc<dyn Probe>,
+    pub metrics: Arc<Metrics>,
+    pub probe_every: Duration,
+    pub dns_every: Duration,
+    pub membership: Membership,
+    last_resolve: Option<Instant>,
+}
+
+impl Watch {
+    pub fn new(
+        peers: Arc<Peers>,
+        resolver: Box<dyn Resolve>,
+        probe: Arc<dyn Probe>,
+        metrics: Arc<Metrics>,
+        probe_every: Duration,
+        dns_every: Duration,
+    ) -> Watch {
+        Watch {
+            peers,
+            resolver,
+            probe,
+            metrics,
+            probe_every,
+            dns_every,
+            membership: Membership::default(),
+            last_resolve: None,
+        }
+    }
+
+    /// One round: resolve if due, probe every peer at once, install the view.
+    pub async fn round(&mut self) {
+        let due = self
+            .last_resolve
+            .is_none_or(|t| t.elapsed() >= self.dns_every);
+        if due {
+            match self.resolver.resolve().await {
+                Ok(addrs) => {
+                    self.membership.resolved(self.peers.me(), addrs);
+                    self.last_resolve = Some(Instant::now());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot resolve the peers; keeping the last answer")
+                }
+            }
+        }
+        let addrs = self.membership.addresses();
+        let results = futures::future::join_all(addrs.iter().map(|a| self.probe.probe(a))).await;
+        for (addr, ok) in addrs.iter().zip(results) {
+            self.membership.probed(addr, ok);
+        }
+        let (live, down) = self.membership.counts();
+        self.metrics
+            .peers
+            .with_label_values(&["live"])
+            .set(live as i64);
+        self.metrics
+            .peers
+            .with_label_values(&["down"])
+            .set(down as i64);
+        let view = self.membership.live(self.peers.me());
+        self.peers.install(view, &self.metrics);
+    }
+
+    /// Rounds forever, one every `probe_every`.
+    pub async fn run(mut self) {
+        let mut tick = tokio::time::interval(self.probe_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.round().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
