@@ -14,6 +14,7 @@ mod offsets;
 mod props;
 mod protocol_static;
 mod rejoin_sync;
+mod sharding;
 mod timeouts_leader;
 mod versions;
 
