@@ -246,6 +246,25 @@ pub struct PeerFlags {
     #[arg(long, env = "KELP_PEER_DNS_INTERVAL_MS", default_value_t = 5000,
           value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     pub peer_dns_interval_ms: u64,
+
+    /// Certificate chain (PEM) of this kelp for mutual TLS between peers: presented on the peer
+    /// listener and when connecting to a peer. Needs --peer-tls-key and --peer-tls-ca.
+    #[arg(long, env = "KELP_PEER_TLS_CERT")]
+    pub peer_tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --peer-tls-cert.
+    #[arg(long, env = "KELP_PEER_TLS_KEY")]
+    pub peer_tls_key: Option<PathBuf>,
+
+    /// CA certificates (PEM) that sign every peer's certificate: the peer listener admits only
+    /// connections presenting one, and kelp connects only to peers presenting one.
+    #[arg(long, env = "KELP_PEER_TLS_CA")]
+    pub peer_tls_ca: Option<PathBuf>,
+
+    /// Name every peer's certificate carries (a SAN, e.g. the peers' Service name); default: the
+    /// host part of the peer's address.
+    #[arg(long, env = "KELP_PEER_TLS_SERVER_NAME")]
+    pub peer_tls_server_name: Option<String>,
 }
 
 impl PeerFlags {
@@ -277,6 +296,17 @@ impl PeerFlags {
         }
         if !self.peers.is_empty() && self.peer_dns.is_some() {
             return Err("--peers and --peer-dns exclude each other".into());
+        }
+        let tls = [&self.peer_tls_cert, &self.peer_tls_key, &self.peer_tls_ca];
+        let given = tls.iter().filter(|f| f.is_some()).count();
+        if given != 0 && given != 3 {
+            return Err("--peer-tls-cert, --peer-tls-key and --peer-tls-ca go together".into());
+        }
+        if self.peer_tls_server_name.is_some() && given == 0 {
+            return Err(
+                "--peer-tls-server-name needs --peer-tls-cert, --peer-tls-key and --peer-tls-ca"
+                    .into(),
+            );
         }
         if !self.enabled() {
             return match (&self.peer_listen, &self.peer_advertised) {
@@ -501,5 +531,22 @@ mod tests {
         assert!(e.contains("exclude"), "{e}");
         let e = with(&["--peer-listen", "127.0.0.1:9094"]).unwrap_err();
         assert!(e.contains("need --peers"), "{e}");
+        let peers = [
+            "--peer-listen",
+            "127.0.0.1:9094",
+            "--peers",
+            "127.0.0.1:9094",
+        ];
+        let mut args = peers.to_vec();
+        args.extend(["--peer-tls-cert", "c.pem", "--peer-tls-key", "k.pem"]);
+        let e = with(&args).unwrap_err();
+        assert!(e.contains("go together"), "{e}");
+        args.extend([
+            "--peer-tls-ca",
+            "ca.pem",
+            "--peer-tls-server-name",
+            "kelp-peers",
+        ]);
+        assert!(with(&args).is_ok());
     }
 }

@@ -242,7 +242,8 @@ async fn start_peers(config: &Config, metrics: &Arc<Metrics>) -> Option<kelp::se
         Some(name) => Box::new(Dns(name.clone())),
         None => Box::new(Static(flags.peers.clone())),
     };
-    let dialer = Arc::new(Dialer { tls: None });
+    let (server_tls, client_tls) = peer_tls(config);
+    let dialer = Arc::new(Dialer { tls: client_tls });
     let probe = Arc::new(NetProbe::new(
         dialer.clone(),
         probe_every.max(Duration::from_secs(1)),
@@ -261,8 +262,58 @@ async fn start_peers(config: &Config, metrics: &Arc<Metrics>) -> Option<kelp::se
     Some(kelp::server::PeerSide {
         peers,
         dialer,
-        tls: None,
+        tls: server_tls,
     })
+}
+
+/// Mutual TLS between peers from `--peer-tls-cert`/`--peer-tls-key`/`--peer-tls-ca`: the peer
+/// listener requires a certificate the CA signed, and kelp presents its own to the peers. A file
+/// that does not load stops kelp at startup with one line naming it.
+fn peer_tls(
+    config: &Config,
+) -> (
+    Option<Arc<kelp::tls::Reloading<rustls::ServerConfig>>>,
+    Option<kelp::peers::link::PeerTls>,
+) {
+    let flags = &config.peer;
+    let (Some(cert), Some(key), Some(ca)) = (
+        flags.peer_tls_cert.clone(),
+        flags.peer_tls_key.clone(),
+        flags.peer_tls_ca.clone(),
+    ) else {
+        return (None, None);
+    };
+    let fail = |e: kelp::tls::TlsError| -> ! {
+        eprintln!("kelp: --peer-tls-cert/--peer-tls-key/--peer-tls-ca: {e}");
+        std::process::exit(2);
+    };
+    let paths = vec![cert.clone(), key.clone(), ca.clone()];
+    let server = {
+        let (cert, key, ca) = (cert.clone(), key.clone(), ca.clone());
+        let load = move || kelp::tls::server_config(&cert, &key, Some(&ca));
+        kelp::tls::Reloading::new("peer listener", paths.clone(), load).unwrap_or_else(|e| fail(e))
+    };
+    let client = {
+        let load = move || kelp::tls::client_config(&ca, Some((cert.as_path(), key.as_path())));
+        kelp::tls::Reloading::new("peer", paths, load).unwrap_or_else(|e| fail(e))
+    };
+    let server_name =
+        flags.peer_tls_server_name.as_ref().map(
+            |name| match rustls_pki_types::ServerName::try_from(name.as_str()) {
+                Ok(name) => name.to_owned(),
+                Err(e) => {
+                    eprintln!("kelp: --peer-tls-server-name {name:?}: {e}");
+                    std::process::exit(2);
+                }
+            },
+        );
+    (
+        Some(Arc::new(server)),
+        Some(kelp::peers::link::PeerTls {
+            config: Arc::new(client),
+            server_name,
+        }),
+    )
 }
 
 /// TLS on the client listener from `--tls-cert`/`--tls-key` (and `--tls-client-ca`); a file that
@@ -334,7 +385,15 @@ fn watch_tls(shared: &Arc<Shared>) {
         tokio::spawn(tls.clone().watch(every, reloads.clone()));
     }
     if let Some(tls) = shared.backend.tls() {
-        tokio::spawn(tls.config.clone().watch(every, reloads));
+        tokio::spawn(tls.config.clone().watch(every, reloads.clone()));
+    }
+    if let Some(side) = &shared.peers {
+        if let Some(tls) = &side.tls {
+            tokio::spawn(tls.clone().watch(every, reloads.clone()));
+        }
+        if let Some(tls) = &side.dialer.tls {
+            tokio::spawn(tls.config.clone().watch(every, reloads));
+        }
     }
 }
 

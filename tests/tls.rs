@@ -230,3 +230,149 @@ fn records_go_through_a_mutual_tls_backend_link() {
         "an untrusted backend certificate is not accepted"
     );
 }
+
+/// One kelp of a TLS peer mesh: the peer listener on `port`, `peers` listed, `cert` its identity.
+fn peer_kelp(port: u16, peers: &str, ca: &Ca, cert: &(PathBuf, PathBuf), prefix: &str) -> Kelp {
+    let listen = format!("127.0.0.1:{port}");
+    Kelp::start(&[
+        "--peer-listen",
+        &listen,
+        "--peers",
+        peers,
+        "--peer-probe-interval-ms",
+        "200",
+        "--filer",
+        &stack().filer,
+        "--store-prefix",
+        prefix,
+        "--group-initial-rebalance-delay-ms",
+        "0",
+        "--peer-tls-cert",
+        s(&cert.0),
+        "--peer-tls-key",
+        s(&cert.1),
+        "--peer-tls-ca",
+        s(&ca.pem),
+        "--peer-tls-server-name",
+        "kelp-peer",
+        "--tls-reload-secs",
+        "1",
+    ])
+}
+
+#[test]
+fn mutual_tls_on_the_peer_port_admits_only_the_deployments_sidecars() {
+    let deployment = ca("peer CA");
+    let stranger = ca("peer stranger CA");
+    // Every sidecar's certificate names the peers' shared name (and the loopback address for
+    // the raw handshakes below).
+    let names = ["kelp-peer", "127.0.0.1"];
+    let (pa, pb, pc) = (
+        support::free_port(),
+        support::free_port(),
+        support::free_port(),
+    );
+    let peers = format!("127.0.0.1:{pa},127.0.0.1:{pb}");
+    let prefix = format!("/kelp-tls-peers/{}", std::process::id());
+    let a = peer_kelp(
+        pa,
+        &peers,
+        &deployment,
+        &leaf(&deployment, "peer-a", &names, false),
+        &prefix,
+    );
+    let b = peer_kelp(
+        pb,
+        &peers,
+        &deployment,
+        &leaf(&deployment, "peer-b", &names, false),
+        &prefix,
+    );
+    let live = r#"kelp_peers{state="live"}"#;
+    wait_until(
+        "both kelps to see each other over mutual TLS",
+        Duration::from_secs(30),
+        || metric(&a, live) == 2.0 && metric(&b, live) == 2.0,
+    );
+
+    // The peer port: the deployment's certificate gets in; none, an expired one or another CA's
+    // does not.
+    let a_peer = format!("127.0.0.1:{pa}");
+    let good = leaf(&deployment, "peer-client-good", &names, false);
+    assert_eq!(
+        api_versions_over_tls(&a_peer, &deployment, Some(&good)),
+        Ok(0)
+    );
+    let expired = leaf(&deployment, "peer-client-expired", &names, true);
+    let foreign = leaf(&stranger, "peer-client-foreign", &names, false);
+    let before = metric(
+        &a,
+        r#"kelp_connection_errors_total{reason="tls_handshake"}"#,
+    );
+    for (name, identity) in [
+        ("no certificate", None),
+        ("an expired certificate", Some(&expired)),
+        ("another CA's certificate", Some(&foreign)),
+    ] {
+        let result = api_versions_over_tls(&a_peer, &deployment, identity);
+        assert!(result.is_err(), "{name}: must be refused, got {result:?}");
+    }
+    wait_until(
+        "the refused handshakes counted",
+        Duration::from_secs(30),
+        || {
+            metric(
+                &a,
+                r#"kelp_connection_errors_total{reason="tls_handshake"}"#,
+            ) >= before + 3.0
+        },
+    );
+
+    // A sidecar of another deployment (another CA) lists A but never sees it live, so it never
+    // sends it a group's requests.
+    let c = peer_kelp(
+        pc,
+        &format!("127.0.0.1:{pa},127.0.0.1:{pc}"),
+        &stranger,
+        &leaf(&stranger, "peer-c", &names, false),
+        &format!("{prefix}-other"),
+    );
+    thread_sleep(Duration::from_secs(2));
+    assert_eq!(metric(&c, live), 1.0, "a stranger's probes must not get in");
+    assert_eq!(metric(&c, r#"kelp_peers{state="down"}"#), 1.0);
+
+    // A group owned by A, consumed through B: its requests cross the mutual TLS link.
+    let ids = [format!("127.0.0.1:{pa}"), format!("127.0.0.1:{pb}")];
+    let group = (0..1000)
+        .map(|i| format!("tls-peer-g{i}"))
+        .find(|g| kelp::peers::hash::owner(&ids, g) == Some(ids[0].as_str()))
+        .expect("some group id hashes to A");
+    let topic = "tls-peers";
+    create_topic(b.addr(), topic, 2);
+    assert_eq!(produce(b.addr(), topic, 100), 100);
+    let consumer = GroupConsumer::start(b.addr(), &group, "tls-peer-c", &[topic]);
+    wait_until(
+        "100 records consumed through B, coordinated by A",
+        Duration::from_secs(90),
+        || consumer.count() >= 100,
+    );
+    drop(consumer.stop());
+    let forwarded = r#"kelp_requests_total{api="JoinGroup",path="peer"}"#;
+    assert!(
+        metric(&b, forwarded) >= 1.0,
+        "B forwarded the group's JoinGroup to A"
+    );
+    let owner_series = format!("kelp_group_generation{{group=\"{group}\"");
+    assert!(
+        a.http_get("/metrics").1.contains(&owner_series),
+        "A owns the group"
+    );
+    assert!(
+        !b.http_get("/metrics").1.contains(&owner_series),
+        "only the owner has its series"
+    );
+}
+
+fn thread_sleep(d: Duration) {
+    std::thread::sleep(d);
+}
