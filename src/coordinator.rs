@@ -183,6 +183,26 @@ pub fn decode(peek: &Peek, frame: Bytes) -> Result<(String, Request), FrameError
     Ok((client_id, request))
 }
 
+/// Encodes a group request frame at `peek`'s version and correlation id (kelp's own requests:
+/// the parts of a batch split between peers).
+pub fn encode_request(peek: &Peek, client_id: &str, request: &Request) -> anyhow::Result<Bytes> {
+    use crate::protocol::encode_request as frame;
+    let (api, version, corr) = (peek.api_key, peek.api_version, peek.correlation_id);
+    let client = Some(client_id);
+    match request {
+        Request::JoinGroup(r) => frame(api, version, corr, client, r),
+        Request::SyncGroup(r) => frame(api, version, corr, client, r),
+        Request::Heartbeat(r) => frame(api, version, corr, client, r),
+        Request::LeaveGroup(r) => frame(api, version, corr, client, r),
+        Request::OffsetCommit(r) => frame(api, version, corr, client, r),
+        Request::OffsetFetch(r) => frame(api, version, corr, client, r),
+        Request::OffsetDelete(r) => frame(api, version, corr, client, r),
+        Request::DescribeGroups(r) => frame(api, version, corr, client, r),
+        Request::ListGroups(r) => frame(api, version, corr, client, r),
+        Request::DeleteGroups(r) => frame(api, version, corr, client, r),
+    }
+}
+
 /// Encodes a coordinator response at the request's version.
 pub fn encode(peek: &Peek, response: &Response) -> anyhow::Result<Bytes> {
     let (api, version, corr) = (peek.api_key, peek.api_version, peek.correlation_id);

@@ -387,7 +387,7 @@ impl Coordinator {
 
     /// Whether this coordinator serves `group` (always, unless sharded).
     pub fn owns(&self, group: &str) -> bool {
-        self.owned.as_ref().is_none_or(|o| o.contains(group))
+        self.owned.as_ref().map_or(true, |o| o.contains(group))
     }
 
     /// The groups a sharded coordinator owns.

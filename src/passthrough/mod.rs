@@ -91,6 +91,13 @@ pub enum Plan {
     /// Forward the frame untouched to the kelp that owns the group (`peers`); `request` is kept
     /// to answer NOT_COORDINATOR if that kelp does not answer.
     Peer { owner: String, request: Request },
+    /// A request spanning owners: send each part to its owner and merge the answers
+    /// (`peers::scatter`).
+    Scatter {
+        request: Request,
+        client_id: String,
+        parts: Vec<crate::peers::scatter::Part>,
+    },
 }
 
 /// A step run on the gateway's response to a passthrough group request.
@@ -199,7 +206,23 @@ pub fn plan(
     let (client_id, request) = coordinator::decode(peek, body)?;
     // Several kelps: the owner decides, and its mode rules apply (README §5).
     if let Some(side) = &shared.peers {
-        match crate::peers::place(&side.peers, &request) {
+        let view = side.peers.view();
+        let placement = crate::peers::place(&side.peers, &request);
+        let list_all = matches!(request, Request::ListGroups(_)) && view.live.len() > 1;
+        if origin == Origin::Client && (list_all || matches!(placement, Placement::Mixed(_))) {
+            let me = side.peers.me();
+            let owner_of = |g: &str| match view.owner(me, g) {
+                crate::peers::Owner::Me => me.to_string(),
+                crate::peers::Owner::Peer(p) => p,
+            };
+            let parts = crate::peers::scatter::split(&request, owner_of, &view.live);
+            return Ok(Plan::Scatter {
+                request,
+                client_id,
+                parts,
+            });
+        }
+        match placement {
             Placement::Here => {}
             Placement::One(owner) if origin == Origin::Client => {
                 return Ok(Plan::Peer { owner, request })
@@ -207,21 +230,9 @@ pub fn plan(
             Placement::One(_) | Placement::Mixed(_) if origin == Origin::Peer => {
                 return Ok(Plan::Local(refuse(peek, &request, error::NOT_COORDINATOR)));
             }
-            Placement::One(_) => unreachable!("handled above"),
-            Placement::Mixed(elsewhere) => {
-                let ids = group_ids(&request)
-                    .into_iter()
-                    .map(str::to_string)
-                    .collect();
-                return Ok(Plan::Local(split::answer_split(
-                    &shared.groups,
-                    peek,
-                    client_id,
-                    client_host,
-                    request,
-                    ids,
-                    elsewhere,
-                )));
+            // A client's: scattered above.
+            Placement::One(_) | Placement::Mixed(_) => {
+                return Ok(Plan::Local(refuse(peek, &request, error::NOT_COORDINATOR)));
             }
         }
     }

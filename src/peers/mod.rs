@@ -14,6 +14,7 @@ mod discovery;
 pub mod hash;
 pub mod link;
 mod probe;
+pub mod scatter;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -260,7 +261,7 @@ impl Watch {
     pub async fn round(&mut self) {
         let due = self
             .last_resolve
-            .is_none_or(|t| t.elapsed() >= self.dns_every);
+            .map_or(true, |t| t.elapsed() >= self.dns_every);
         if due {
             match self.resolver.resolve().await {
                 Ok(addrs) => {

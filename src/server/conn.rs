@@ -412,9 +412,15 @@ impl Conn {
                         return Ok(());
                     }
                     Plan::Local(reply) => (Path::Local, reply),
-                    Plan::Peer { owner, request } => {
-                        (Path::Peer, self.to_owner(owner, frame, &peek, request))
-                    }
+                    Plan::Peer { owner, request } => (
+                        Path::Peer,
+                        self.forward_to_owner(owner, frame, &peek, request),
+                    ),
+                    Plan::Scatter {
+                        request,
+                        client_id,
+                        parts,
+                    } => (Path::Peer, self.scatter(&peek, &client_id, request, parts)),
                 };
                 let handles = metrics.api(peek.api_key, path);
                 if let Some(h) = handles {
@@ -436,7 +442,7 @@ impl Conn {
 
     /// Sends a group request frame, unchanged, to the kelp that owns the group, over this
     /// connection's link to it; NOT_COORDINATOR if that kelp does not answer.
-    fn to_owner(
+    fn forward_to_owner(
         &mut self,
         owner: String,
         frame: Bytes,
@@ -467,6 +473,62 @@ impl Conn {
                         .await
                 }
             }
+        })
+    }
+
+    /// This connection's link to `owner`, opened if there is none (or the last one broke).
+    fn link(&mut self, owner: String) -> &Link {
+        self.links.retain(|l| !l.is_closed());
+        match self.links.iter().position(|l| l.owner() == owner) {
+            Some(i) => &self.links[i],
+            None => {
+                let side = self.shared.peers.as_ref().expect("a peer plan needs peers");
+                let link = Link::open(
+                    side.dialer.clone(),
+                    owner,
+                    self.shared.config.max_frame_bytes,
+                );
+                self.links.push(link);
+                self.links.last().expect("pushed above")
+            }
+        }
+    }
+
+    /// Sends each part of a request spanning owners to its owner and merges the answers.
+    fn scatter(
+        &mut self,
+        peek: &Peek,
+        client_id: &str,
+        request: Request,
+        parts: Vec<crate::peers::scatter::Part>,
+    ) -> LocalReply {
+        use crate::peers::scatter;
+        let mut waiting = Vec::with_capacity(parts.len());
+        for part in parts {
+            let response = match crate::coordinator::encode_request(peek, client_id, &part.request)
+            {
+                Ok(frame) => Some(self.link(part.owner).send(frame)),
+                Err(e) => {
+                    tracing::error!(api = ?peek.api_key, error = %e, "cannot encode a part of a split request");
+                    None
+                }
+            };
+            waiting.push((part.request, response));
+        }
+        let peek = *peek;
+        Box::pin(async move {
+            let mut answers = Vec::with_capacity(waiting.len());
+            for (part, response) in waiting {
+                let frame = match response {
+                    Some(rx) => rx.await.ok(),
+                    None => None,
+                };
+                let answer = frame
+                    .and_then(|f| scatter::decode(peek.api_key, peek.api_version, f).ok())
+                    .unwrap_or_else(|| scatter::unanswered(&part, peek.api_version));
+                answers.push(answer);
+            }
+            crate::coordinator::encode(&peek, &scatter::merge(&request, answers)).ok()
         })
     }
 
