@@ -1,7 +1,10 @@
 //! Coordinator benchmarks (not tests): JoinGroup+SyncGroup+Heartbeat ops/s through the state machine
 //! on one core, heap for 10,000 groups × 10 members, and, when `KELP_BIN` names a kelp binary, the
 //! same ops through a running kelp (raw frames, `KELP_BENCH_CLIENTS` connections, default 1,8).
-//! Rebalance latency with real clients is `benches/rebalance_latency.py`.
+//! Rebalance latency with real clients is `benches/rebalance_latency.py`. With `KELP_BENCH_FILER`
+//! (a SeaweedFS filer URL) too, the Heartbeat latency of a member whose group another kelp owns
+//! (forwarded over the peer link) against the owner's own clients' (`scripts/bench-peers`);
+//! `KELP_BENCH_ONLY=peers` skips the rest.
 //!
 //! `KELP_BIN=target/release/kelp cargo bench --bench coordinator`
 
@@ -323,11 +326,121 @@ fn kelp_ops(addr: &str, clients: usize, cycles: usize) -> f64 {
     (clients * cycles * 3) as f64 / start.elapsed().as_secs_f64()
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Heartbeat round trips of one member, alternately through the group's owner (local) and
+/// through a second kelp that forwards them to the owner; returns (local, forwarded) latencies in
+/// microseconds, sorted.
+fn peer_heartbeats(
+    bin: &str,
+    filer: &str,
+    rounds: usize,
+    per_round: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let (pa, pb) = (free_port(), free_port());
+    let peers = format!("127.0.0.1:{pa},127.0.0.1:{pb}");
+    let prefix = format!("/kelp-bench-peers/{}", std::process::id());
+    let start = |port: u16| {
+        let listen = format!("127.0.0.1:{port}");
+        start_kelp(
+            bin,
+            "127.0.0.1:1",
+            &[
+                "--peer-listen",
+                &listen,
+                "--peers",
+                &peers,
+                "--filer",
+                filer,
+                "--store-prefix",
+                &prefix,
+            ],
+        )
+    };
+    let (mut a, a_addr) = start(pa);
+    let (mut b, b_addr) = start(pb);
+    // Both must see each other before the group is placed (probes every 500 ms, then settling).
+    std::thread::sleep(Duration::from_secs(3));
+    let ids = [format!("127.0.0.1:{pa}"), format!("127.0.0.1:{pb}")];
+    let group = (0..1000)
+        .map(|i| format!("bench-peer-{i}"))
+        .find(|g| kelp::peers::hash::owner(&ids, g) == Some(ids[0].as_str()))
+        .expect("a group owned by the first kelp");
+    let mut owner = Conn::new(&a_addr);
+    let mut other = Conn::new(&b_addr);
+    let j: JoinGroupResponse = owner.call(ApiKey::JoinGroup, 3, &join(&group, ""));
+    assert_eq!(j.error_code, 0, "join through the owner");
+    let member = j.member_id.to_string();
+    let generation = j.generation_id;
+    let s: SyncGroupResponse = owner.call(
+        ApiKey::SyncGroup,
+        3,
+        &sync(&group, &member, generation, std::slice::from_ref(&member)),
+    );
+    assert_eq!(s.error_code, 0);
+    let beat = heartbeat(&group, &member, generation);
+    let measure = |conn: &mut Conn, into: &mut Vec<f64>| {
+        for _ in 0..per_round {
+            let t = Instant::now();
+            let h: HeartbeatResponse = conn.call(ApiKey::Heartbeat, 3, &beat);
+            into.push(t.elapsed().as_secs_f64() * 1e6);
+            assert_eq!(h.error_code, 0, "heartbeat");
+        }
+    };
+    let (mut local, mut forwarded) = (Vec::new(), Vec::new());
+    measure(&mut owner, &mut Vec::new()); // warm-up, both paths
+    measure(&mut other, &mut Vec::new());
+    for _ in 0..rounds {
+        measure(&mut owner, &mut local);
+        measure(&mut other, &mut forwarded);
+    }
+    let _ = a.kill();
+    let _ = b.kill();
+    local.sort_by(f64::total_cmp);
+    forwarded.sort_by(f64::total_cmp);
+    (local, forwarded)
+}
+
 fn main() {
     // `cargo test --all-targets` runs bench binaries too; measure only under `cargo bench`.
     if !std::env::args().any(|a| a == "--bench") {
         println!("coordinator benchmark: skipped (run it with `cargo bench --bench coordinator`)");
         return;
+    }
+    if let (Ok(bin), Ok(filer)) = (std::env::var("KELP_BIN"), std::env::var("KELP_BENCH_FILER")) {
+        let (local, forwarded) = peer_heartbeats(&bin, &filer, 10, 500);
+        println!(
+            "| Heartbeat round trip (one member, 10 alternating rounds of 500) | p50 µs | p99 µs |"
+        );
+        println!("|---|---|---|");
+        for (label, v) in [
+            ("through the owning kelp (local)", &local),
+            ("through another kelp (forwarded to the owner)", &forwarded),
+        ] {
+            println!(
+                "| {label} | {:.0} | {:.0} |",
+                percentile(v, 0.5),
+                percentile(v, 0.99)
+            );
+        }
+        let extra = percentile(&forwarded, 0.5) - percentile(&local, 0.5);
+        println!(
+            "\nforwarded/local p50 ratio: {:.2} (+{extra:.0} µs per forwarded Heartbeat)",
+            percentile(&forwarded, 0.5) / percentile(&local, 0.5)
+        );
+        if std::env::var("KELP_BENCH_ONLY").as_deref() == Ok("peers") {
+            return;
+        }
     }
     let (cycle, beats) = machine_ops();
     let memory = machine_memory();

@@ -7,6 +7,10 @@ one `--group-mode passthrough` (group requests go to the gateway's coordinator).
 each kelp, a fresh group on a 6-partition topic: two members join and settle, then a third
 subscribes; the latency is from the third member's subscribe until all three hold assignments
 that cover the 6 partitions exactly once. Run by scripts/bench-rebalance.
+
+With `--mesh A,B,C` instead of `--passthrough`, the same group once on a single kelp (`--local`) and
+once spread over three kelps that share it (member a on A, b on B, c on C: two of them forwarded to
+the group's owner). Run by scripts/bench-peers.
 """
 import argparse
 import statistics
@@ -37,10 +41,12 @@ def covered(assigned, names, partitions):
 
 
 def one_round(bootstrap, topic, group, partitions, timeout=30.0):
+    """`bootstrap`: one address for all three members, or a list of three (one each)."""
     assigned = {}
     members = []
-    for name in ("a", "b", "c"):
-        c, on_assign, on_revoke = consumer(bootstrap, group, assigned, name)
+    boots = bootstrap if isinstance(bootstrap, list) else [bootstrap] * 3
+    for name, boot in zip(("a", "b", "c"), boots):
+        c, on_assign, on_revoke = consumer(boot, group, assigned, name)
         members.append((name, c, on_assign, on_revoke))
 
     def poll_until(names, started):
@@ -71,9 +77,12 @@ def one_round(bootstrap, topic, group, partitions, timeout=30.0):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--local", required=True, help="kelp with the local coordinator")
-    ap.add_argument("--passthrough", required=True, help="kelp passing groups to the gateway")
+    ap.add_argument("--passthrough", help="kelp passing groups to the gateway")
+    ap.add_argument("--mesh", help="three kelps sharing groups (comma-separated), one per member")
     ap.add_argument("--rounds", type=int, default=5)
     a = ap.parse_args()
+    if a.mesh:
+        return mesh(a)
     topic = f"rebalance-bench-{int(time.time())}"
     admin = AdminClient({"bootstrap.servers": a.local})
     for _, f in admin.create_topics([NewTopic(topic, 6, 1)]).items():
@@ -99,6 +108,37 @@ def main():
     gw = statistics.median(results["passthrough"] or [float("nan")])
     print(f"\nratio gateway/kelp (medians of settled rounds): {gw / loc:.2f} ({a.rounds} rounds; a third member joins a stable 2-member "
           f"group; until all 3 hold a 6-partition assignment; heartbeat.interval.ms=100)")
+
+
+def mesh(a):
+    kelps = a.mesh.split(",")
+    assert len(kelps) == 3, "--mesh takes three kelps"
+    topic = f"rebalance-bench-mesh-{int(time.time())}"
+    admin = AdminClient({"bootstrap.servers": a.local})
+    for _, f in admin.create_topics([NewTopic(topic, 6, 1)]).items():
+        f.result(30)
+    modes = (("single", a.local), ("mesh", kelps))
+    results = {m: [] for m, _ in modes}
+    failed = {m: 0 for m, _ in modes}
+    for r in range(a.rounds):
+        for mode, bootstrap in modes:
+            took = one_round(bootstrap, topic, f"rb-{mode}-{r}-{int(time.time())}", 6)
+            if took is None:
+                failed[mode] += 1
+                continue
+            results[mode].append(took)
+            print(f"round {r} {mode}: {took * 1000:.0f} ms", file=sys.stderr)
+    print("| group | median ms | min ms | max ms | rounds without an exact assignment in 30 s |")
+    print("|---|---|---|---|---|")
+    labels = {"single": "3 members on one kelp", "mesh": "3 members on 3 kelps (one owner)"}
+    for mode, _ in modes:
+        v = results[mode] or [float("nan")]
+        print(f"| {labels[mode]} | {statistics.median(v) * 1000:.0f} | {min(v) * 1000:.0f} | {max(v) * 1000:.0f} "
+              f"| {failed[mode]} of {a.rounds} |")
+    single = statistics.median(results["single"] or [float("nan")])
+    spread = statistics.median(results["mesh"] or [float("nan")])
+    print(f"\nratio 3 kelps / 1 kelp (medians): {spread / single:.2f} ({a.rounds} rounds; a third member joins a "
+          f"stable 2-member group; until all 3 hold a 6-partition assignment; heartbeat.interval.ms=100)")
 
 
 if __name__ == "__main__":
