@@ -61,6 +61,7 @@ pub struct Peers {
 impl Peers {
     /// `me`: this kelp's peer address as the others list it.
     pub fn new(me: String, probe_interval: Duration) -> Arc<Peers> {
+        let me = canonical(&me);
         let first = Arc::new(View {
             live: vec![me.clone()],
             since: Instant::now(),
@@ -132,6 +133,22 @@ impl View {
     }
 }
 
+/// A peer address in the one spelling every kelp uses for it (the hash input): an IP address
+/// with its port as `SocketAddr` prints it (`10.0.0.7:9094`, `[fd00::7]:9094`), so that
+/// `$(POD_IP):9094` and what DNS returns for the same pod agree; a host name stays as given.
+pub fn canonical(addr: &str) -> String {
+    if let Ok(sa) = addr.parse::<std::net::SocketAddr>() {
+        return sa.to_string();
+    }
+    if let Some((host, port)) = addr.rsplit_once(':') {
+        let ip = host.trim_matches(['[', ']']).parse::<std::net::IpAddr>();
+        if let (Ok(ip), Ok(port)) = (ip, port.parse::<u16>()) {
+            return std::net::SocketAddr::new(ip, port).to_string();
+        }
+    }
+    addr.to_string()
+}
+
 /// Where a group request goes among the peers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Placement {
@@ -176,8 +193,11 @@ pub struct Membership {
 impl Membership {
     /// The resolver's latest answer: new addresses are added (down until probed), gone ones dropped.
     pub fn resolved(&mut self, me: &str, addrs: Vec<String>) {
-        let addrs: std::collections::BTreeSet<String> =
-            addrs.into_iter().filter(|a| a != me).collect();
+        let addrs: std::collections::BTreeSet<String> = addrs
+            .iter()
+            .map(|a| canonical(a))
+            .filter(|a| a != me)
+            .collect();
         self.peers.retain(|a, _| addrs.contains(a));
         for a in addrs {
             self.peers.entry(a).or_insert(None);

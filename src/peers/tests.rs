@@ -189,3 +189,25 @@ fn a_moved_group_waits_for_the_view_to_settle() {
     assert!(!next.settled(Duration::from_secs(1), start + Duration::from_millis(999)));
     assert!(next.settled(Duration::from_secs(1), start + Duration::from_secs(1)));
 }
+
+#[test]
+fn addresses_are_spelled_one_way() {
+    assert_eq!(canonical("10.0.0.7:9094"), "10.0.0.7:9094");
+    assert_eq!(
+        canonical("fd00::7:9094"),
+        "[fd00::7]:9094",
+        "$(POD_IP):9094 for an IPv6 pod"
+    );
+    assert_eq!(canonical("[fd00::7]:9094"), "[fd00::7]:9094");
+    assert_eq!(canonical("kelp-0.kelp:9094"), "kelp-0.kelp:9094");
+    let mut m = Membership::default();
+    m.resolved(
+        "[fd00::1]:9094",
+        vec!["fd00::1:9094".into(), "[fd00::2]:9094".into()],
+    );
+    assert_eq!(
+        m.addresses(),
+        vec!["[fd00::2]:9094"],
+        "this kelp is recognised in any spelling"
+    );
+}
