@@ -291,7 +291,7 @@ fn peer_tls(
     let server = {
         let (cert, key, ca) = (cert.clone(), key.clone(), ca.clone());
         let load = move || kelp::tls::server_config(&cert, &key, Some(&ca));
-        kelp::tls::Reloading::new("peer listener", paths.clone(), load).unwrap_or_else(|e| fail(e))
+        kelp::tls::Reloading::new("peer_listener", paths.clone(), load).unwrap_or_else(|e| fail(e))
     };
     let client = {
         let load = move || kelp::tls::client_config(&ca, Some((cert.as_path(), key.as_path())));
