@@ -12,7 +12,7 @@ use std::time::Duration;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, JoinGroupRequest, ListGroupsRequest,
-    ListGroupsResponse,
+    ListGroupsResponse, MetadataRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -137,6 +137,40 @@ fn kelp_listens_only_where_configured() {
     let mut want = vec![k.addr().to_string(), k.metrics_addr().to_string()];
     want.sort();
     assert_eq!(listening(pid), want, "kelp's listening sockets");
+
+    // With peers: the peer listener too, and nothing else. The filer is only read when a group is
+    // asked for, so an unreachable one does not matter here.
+    let peer = format!("127.0.0.1:{}", free_port());
+    let other = format!("127.0.0.1:{}", free_port());
+    let peers = format!("{peer},{other}");
+    let filer = format!("http://127.0.0.1:{}", free_port());
+    let k = kelp(&["--peer-listen", &peer, "--peers", &peers, "--filer", &filer]);
+    let pid = k.pid().expect("kelp runs");
+    let mut want = vec![
+        k.addr().to_string(),
+        k.metrics_addr().to_string(),
+        peer.clone(),
+    ];
+    want.sort();
+    assert_eq!(
+        listening(pid),
+        want,
+        "kelp's listening sockets with a peer listener"
+    );
+    // The peer listener serves probes, and closes a connection that sends it a data API.
+    let mut probe = served(&peer).expect("the peer listener answers ApiVersions");
+    probe.send(ApiKey::Metadata, 9, &MetadataRequest::default());
+    wait_until(
+        "the peer listener to close on a data API",
+        Duration::from_secs(10),
+        || probe.is_closed(),
+    );
+    wait_until("the close to be counted", Duration::from_secs(10), || {
+        metric(
+            &k,
+            r#"kelp_connection_errors_total{reason="not_for_peers"}"#,
+        ) >= 1.0
+    });
 }
 
 fn join(group: &str) -> JoinGroupRequest {
