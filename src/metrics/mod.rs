@@ -262,6 +262,12 @@ impl Metrics {
             m.config_reloads.with_label_values(&[result]);
         }
         m.config_last_reload_ok.set(1);
+        // A kelp without peers is a mesh of one (the peer watch sets these when there are peers).
+        m.peers.with_label_values(&["live"]).set(1);
+        m.peers.with_label_values(&["down"]).set(0);
+        for direction in ["in", "out"] {
+            m.ownership_moves.with_label_values(&[direction]);
+        }
         m
     }
 
