@@ -1,0 +1,123 @@
+"""A consumer-group member for tests/e2e_peers.rs, run in a child process with the venv's python
+so a test can SIGKILL it together with its kelp. confluent-kafka (librdkafka), no auto-commit:
+every message is committed synchronously before the next poll, and each commit is reported.
+
+  member.py --bootstrap H:P --group G --client-id C --topic T [--set name=value ...]
+            [--delay-ms 0] [--max-seconds 300]
+
+stdout, one line per event, flushed:
+  assigned p,p,...        the member's partitions after each assignment or revocation ("-": none)
+  lost p,p,...            librdkafka gave these up without a rebalance (its session timed out)
+  msg P O                 one consumed message (partition, offset)
+  trying P O              a commit of offset O (next to read) for partition P is about to be sent
+  acked P O               ... the coordinator answered success
+  failed P O TEXT         ... it failed
+  error TEXT              a client error (the member keeps going)
+  closed                  after SIGTERM: closed (LeaveGroup), about to exit 0
+Bounded: exits by itself after --max-seconds.
+"""
+import argparse
+import signal
+import sys
+import time
+
+stopping = False
+
+
+def out(line):
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def on_term(*_):
+    global stopping
+    stopping = True
+
+
+def coerce(v):
+    if v in ("true", "false"):
+        return v == "true"
+    try:
+        return int(v)
+    except ValueError:
+        return v
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bootstrap", required=True)
+    ap.add_argument("--group", required=True)
+    ap.add_argument("--client-id", required=True)
+    ap.add_argument("--topic", required=True)
+    ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--delay-ms", type=float, default=0)
+    ap.add_argument("--max-seconds", type=float, default=300)
+    a = ap.parse_args()
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+
+    from confluent_kafka import Consumer, KafkaError, KafkaException
+
+    conf = {
+        "bootstrap.servers": a.bootstrap,
+        "group.id": a.group,
+        "client.id": a.client_id,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 500,
+        "broker.address.family": "v4",
+    }
+    for kv in a.set:
+        k, v = kv.split("=", 1)
+        conf[k] = coerce(v)
+    c = Consumer(conf)
+    owned = set()
+
+    def show():
+        out("assigned " + (",".join(str(p) for p in sorted(owned)) or "-"))
+
+    def on_assign(consumer, parts):
+        owned.update(p.partition for p in parts)
+        show()
+
+    def on_revoke(consumer, parts):
+        owned.difference_update(p.partition for p in parts)
+        show()
+
+    def on_lost(consumer, parts):
+        # librdkafka gave the partitions up without a rebalance: its session timed out, or the
+        # coordinator no longer knew the member.
+        out("lost " + (",".join(str(p.partition) for p in parts) or "-"))
+        on_revoke(consumer, parts)
+
+    c.subscribe([a.topic], on_assign=on_assign, on_revoke=on_revoke, on_lost=on_lost)
+    end = time.monotonic() + a.max_seconds
+    while not stopping and time.monotonic() < end:
+        m = c.poll(0.1)
+        if m is None:
+            continue
+        if m.error():
+            if m.error().code() != KafkaError._PARTITION_EOF:
+                out(f"error {m.error()}")
+            continue
+        p, o = m.partition(), m.offset() + 1
+        out(f"msg {p} {m.offset()}")
+        out(f"trying {p} {o}")
+        try:
+            res = c.commit(message=m, asynchronous=False)
+            bad = [tp for tp in (res or []) if tp.error is not None]
+            if bad:
+                out(f"failed {p} {o} {bad[0].error}")
+            else:
+                out(f"acked {p} {o}")
+        except KafkaException as e:
+            out(f"failed {p} {o} {e}")
+        if a.delay_ms:
+            time.sleep(a.delay_ms / 1000.0)
+    c.close()
+    out("closed")
+
+
+if __name__ == "__main__":
+    main()
