@@ -52,14 +52,16 @@ fn rendered_and_static_manifests_pass_kubernetes_schemas() {
 }
 
 /// Sidecar lifecycle, probes, hardening, peer Service, ConfigMap, NetworkPolicy and PodMonitor fit
-/// together in every rendering and in deploy/kubernetes/.
+/// together in every rendering and in deploy/kubernetes/; peer mode has its filer, its own address
+/// ($(POD_IP) from the downward API) and peer TLS files all or none, on a Secret volume.
 #[test]
 fn sidecar_is_wired_to_its_service_config_policy_and_monitor() {
     validate("wiring");
 }
 
 /// The chart rendered with helm/kelp/ci/example-values.yaml describes exactly the resources of
-/// deploy/kubernetes/ (drift test).
+/// deploy/kubernetes/ (drift test); with helm/kelp/ci/peer-tls-values.yaml on top, exactly
+/// deploy/kubernetes/ with its commented-out "peer mTLS" blocks turned on.
 #[test]
 fn chart_renders_the_static_example_manifests() {
     validate("drift");

@@ -10,8 +10,10 @@ venv (PyYAML, jsonschema, kubernetes-validate); nothing here reaches the network
                                           (each argument is one set of resources)
   check.py sources FILE|DIR...            PrometheusRule == deploy/prometheus/kelp-rules.yaml, dashboards
                                           ConfigMap == dashboards/*.json
-  check.py drift RENDERED DIR             the chart's rendering and the static manifests in DIR
-                                          describe the same resources
+  check.py drift [--uncomment BLOCK] RENDERED DIR
+                                          the chart's rendering and the static manifests in DIR
+                                          describe the same resources (with BLOCK: after turning on
+                                          DIR's commented-out '# BEGIN BLOCK' ... '# END BLOCK' lines)
   check.py generate RENDERED DIR          rewrite DIR's generated manifests (alert rules, dashboards)
                                           from the chart's rendering
   check.py selftest                       the checks reject known-bad input
@@ -66,12 +68,44 @@ def ok(msg: str) -> None:
 
 # --- loading ---------------------------------------------------------------------------------------
 
-def load_docs(path: Path) -> list[dict]:
-    """Every non-empty YAML document of a file, or of every *.yaml file of a directory."""
+def uncomment(text: str, block: str, where: str = "") -> tuple[str, int]:
+    """The text with the commented-out lines between `# BEGIN <block>` and `# END <block>` turned
+    on (`# ` after the indentation removed), and how many such blocks there were."""
+    out, inside, blocks = [], False, 0
+    for n, line in enumerate(text.splitlines(keepends=True), 1):
+        stripped = line.strip()
+        if stripped == f"# BEGIN {block}":
+            if inside:
+                fail(f"{where}:{n}: BEGIN {block} inside another")
+            inside, blocks = True, blocks + 1
+        elif stripped == f"# END {block}":
+            if not inside:
+                fail(f"{where}:{n}: END {block} without BEGIN")
+            inside = False
+        elif inside:
+            m = re.match(r"^(\s*)# (.*\n?)$", line)
+            if m is None:
+                fail(f"{where}:{n}: a line of the {block} block is not a commented-out YAML line")
+            else:
+                line = m.group(1) + m.group(2)
+        out.append(line)
+    if inside:
+        fail(f"{where}: BEGIN {block} without END")
+    return "".join(out), blocks
+
+
+def load_docs(path: Path, uncomment_block: str | None = None) -> list[dict]:
+    """Every non-empty YAML document of a file, or of every *.yaml file of a directory; with
+    uncomment_block, its commented-out blocks turned on first (see uncomment)."""
     files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
     docs = []
+    blocks = 0
     for f in files:
-        for i, doc in enumerate(yaml.safe_load_all(f.read_text())):
+        text = f.read_text()
+        if uncomment_block is not None:
+            text, n = uncomment(text, uncomment_block, str(f))
+            blocks += n
+        for i, doc in enumerate(yaml.safe_load_all(text)):
             if doc is None:
                 continue
             if not isinstance(doc, dict):
@@ -79,6 +113,8 @@ def load_docs(path: Path) -> list[dict]:
                 continue
             doc.setdefault("__file__", str(f))
             docs.append(doc)
+    if uncomment_block is not None and blocks == 0:
+        fail(f"{path}: no '# BEGIN {uncomment_block}' block to turn on")
     return docs
 
 
@@ -281,6 +317,93 @@ def port_in(rule_port: dict, port: int, named: set[str]) -> bool:
     return p <= port <= rule_port.get("endPort", p)
 
 
+# Environment variables of peer mutual TLS: all three or none (kelp refuses to start otherwise).
+PEER_TLS_FILES = ("KELP_PEER_TLS_CERT", "KELP_PEER_TLS_KEY", "KELP_PEER_TLS_CA")
+
+
+def peer_problems(c: dict, spec: dict, peer_port) -> list[str]:
+    """What kelp's peer mode needs from the container: its own address from the downward API, the
+    filer, and peer mTLS files (all or none) on a Secret volume that rotation reaches."""
+    errs: list[str] = []
+    env_list = c.get("env") or []
+    env = env_map(c)
+    names = [e.get("name") for e in env_list]
+    for n in sorted({n for n in names if names.count(n) > 1}):
+        errs.append(f"env {n} is defined {names.count(n)} times (the last one wins)")
+    peers_on = "KELP_PEER_DNS" in env or "KELP_PEERS" in env
+    if not peers_on:
+        return errs
+    # Filer: a group's new owner loads it from there; kelp refuses peer mode without it.
+    filer = next((e for e in env_list if e.get("name") == "KELP_FILER"), None)
+    if filer is None or not (filer.get("valueFrom") or re.match(r"^https?://\S+$", str(filer.get("value") or ""))):
+        errs.append("peer mode without KELP_FILER (an http(s):// URL): kelp refuses to start")
+    # Own address: $(POD_IP):<peer port>, what the headless Service resolves to for this pod.
+    if "KELP_PEER_DNS" in env:
+        adv = env.get("KELP_PEER_ADVERTISED")
+        if "KELP_PEER_ADVERTISED" not in env:
+            errs.append("KELP_PEER_DNS without KELP_PEER_ADVERTISED: kelp refuses a 0.0.0.0 peer listener without it")
+        elif str(adv) != f"$(POD_IP):{peer_port}":
+            errs.append(f"KELP_PEER_ADVERTISED {adv!r} is not $(POD_IP):{peer_port}, what the peer Service resolves to")
+        pod_ip = [i for i, e in enumerate(env_list) if e.get("name") == "POD_IP"]
+        if not pod_ip:
+            errs.append("KELP_PEER_ADVERTISED uses $(POD_IP) but there is no POD_IP env (downward API status.podIP)")
+        else:
+            ref = ((env_list[pod_ip[0]].get("valueFrom") or {}).get("fieldRef") or {})
+            if ref.get("fieldPath") != "status.podIP" or ref.get("apiVersion", "v1") != "v1":
+                errs.append(f"POD_IP comes from {env_list[pod_ip[0]].get('valueFrom') or env_list[pod_ip[0]].get('value')!r}, not fieldRef status.podIP")
+            if "KELP_PEER_ADVERTISED" in names and pod_ip[0] > names.index("KELP_PEER_ADVERTISED"):
+                errs.append("POD_IP is defined after KELP_PEER_ADVERTISED: $(POD_IP) would stay unexpanded")
+    # Peer mTLS: all three files or none, each on a read-only directory mount of a Secret.
+    given = [n for n in PEER_TLS_FILES if n in env]
+    if given and len(given) != len(PEER_TLS_FILES):
+        errs.append(f"peer TLS needs {', '.join(PEER_TLS_FILES)} together, got only {', '.join(given)}")
+    if "KELP_PEER_TLS_SERVER_NAME" in env and not given:
+        errs.append("KELP_PEER_TLS_SERVER_NAME without KELP_PEER_TLS_CERT/_KEY/_CA: kelp refuses to start")
+    mounts = c.get("volumeMounts") or []
+    volumes = {v.get("name"): v for v in spec.get("volumes") or []}
+    for n in given:
+        path = str(env[n] or "")
+        if not path.startswith("/"):
+            errs.append(f"{n} {path!r} is not an absolute path")
+            continue
+        mount = max((m for m in mounts if path.startswith(m.get("mountPath", "").rstrip("/") + "/")),
+                    key=lambda m: len(m.get("mountPath", "")), default=None)
+        if mount is None:
+            errs.append(f"{n} {path!r} is under no volumeMount")
+            continue
+        mname = mount.get("name")
+        if mount.get("subPath") or mount.get("subPathExpr"):
+            errs.append(f"{n}: volumeMount {mname} uses subPath, so certificate rotation never reaches kelp")
+        if not mount.get("readOnly"):
+            errs.append(f"{n}: volumeMount {mname} is not readOnly")
+        mdir = mount.get("mountPath", "").rstrip("/") + "/"
+        for other in mounts:
+            odir = other.get("mountPath", "").rstrip("/") + "/"
+            if other is not mount and mdir.startswith(odir) and other.get("readOnly"):
+                errs.append(f"{n}: volumeMount {mname} ({mdir}) is inside the read-only mount {other.get('name')} "
+                            f"({odir}): the runtime cannot create its mount point")
+        vol = volumes.get(mname) or {}
+        key = path[len(mdir):]
+        allowed = ("secret", "projected") if n != "KELP_PEER_TLS_CA" else ("secret", "projected", "configMap")
+        if "secret" in vol:
+            items = vol["secret"].get("items")
+            if not vol["secret"].get("secretName"):
+                errs.append(f"{n}: Secret volume {mname} names no Secret")
+            if items is not None and key not in [i.get("path") for i in items]:
+                errs.append(f"{n}: Secret volume {mname} does not project {key!r}")
+        elif "projected" in vol:
+            srcs = vol["projected"].get("sources") or []
+            hit = [src for src in srcs for kind in ("secret", "configMap") if kind in src
+                   and (src[kind].get("items") is None or key in [i.get("path") for i in src[kind].get("items")])]
+            if n != "KELP_PEER_TLS_CA" and any("secret" not in src for src in hit):
+                errs.append(f"{n}: projected volume {mname} may take {key!r} from a ConfigMap, not a Secret")
+            if not hit:
+                errs.append(f"{n}: projected volume {mname} provides no {key!r}")
+        elif not any(k in vol for k in allowed):
+            errs.append(f"{n} {path!r} is on volume {mname!r}, which is no Secret volume")
+    return errs
+
+
 def check_set(path: Path) -> None:
     errors, notes = check_docs(load_docs(path), str(path))
     for e in errors:
@@ -364,6 +487,8 @@ def check_docs(docs: list[dict], path: str) -> tuple[list[str], list[str]]:
                         errs.append(f"Service {svc_name} has no port {peer_port} -> kelp-peer")
                     if svc_port != str(peer_port):
                         errs.append(f"KELP_PEER_DNS port {svc_port} is not the peer port {peer_port}")
+                # Own peer address, filer, peer mTLS.
+                errs += peer_problems(c, spec, peer_port)
                 # Config file.
                 config = str(env.get("KELP_CONFIG", ""))
                 mount = next((m for m in c.get("volumeMounts") or [] if config.startswith(m.get("mountPath", "").rstrip("/") + "/")), None)
@@ -416,8 +541,12 @@ def check_docs(docs: list[dict], path: str) -> tuple[list[str], list[str]]:
                 for e in errs:
                     errors.append(f"{where}: {e}")
                 if not errs:
+                    tls = "peer mTLS from " + next(
+                        (m.get("name") for m in c.get("volumeMounts") or []
+                         if str(env.get("KELP_PEER_TLS_CERT", "")).startswith(m.get("mountPath", "").rstrip("/") + "/")),
+                        "?") if "KELP_PEER_TLS_CERT" in env else "no peer mTLS"
                     notes.append(f"{where}: {'native' if field == 'initContainers' else 'regular'} sidecar wired to "
-                       f"Service {svc_name}, ConfigMap {cm_name}, "
+                       f"Service {svc_name}, ConfigMap {cm_name}, advertised {env.get('KELP_PEER_ADVERTISED')}, {tls}, "
                        f"{len(by_kind.get('NetworkPolicy', []))} NetworkPolicy, {len(by_kind.get('PodMonitor', []))} PodMonitor")
     if sidecars == 0 and any(pod_spec(d) is not None for d in docs):
         errors.append(f"{path}: has workloads but no kelp sidecar")
@@ -525,7 +654,8 @@ def diff(a, b, path="") -> list[str]:
 
 def cmd_drift(args) -> None:
     rendered = {ident(d): normalize(d) for d in load_docs(Path(args.rendered))}
-    static = {ident(d): (d["__file__"], normalize(d)) for d in load_docs(Path(args.dir))}
+    static = {ident(d): (d["__file__"], normalize(d)) for d in load_docs(Path(args.dir), args.uncomment)}
+    also = f" with its '{args.uncomment}' blocks uncommented" if args.uncomment else ""
     for key in sorted(set(rendered) | set(static)):
         if key not in static:
             fail(f"{key}: the chart renders it (example values) but {args.dir} has no such manifest")
@@ -536,7 +666,7 @@ def cmd_drift(args) -> None:
             for p in problems:
                 fail(f"{key} ({static[key][0]}): {p}")
             if not problems:
-                ok(f"{key}: chart == {static[key][0]}")
+                ok(f"{key}: chart == {static[key][0]}{also}")
 
 
 class _Dumper(yaml.SafeDumper):
@@ -688,10 +818,56 @@ def cmd_selftest(args) -> None:
         else:
             fail(f"schema accepted {what}")
 
-    def mutated(change) -> list[dict]:
-        docs = copy.deepcopy(static)
+    def mutated(change, base=None) -> list[dict]:
+        docs = copy.deepcopy(static if base is None else base)
         change(docs)
         return docs
+
+    # The example with its commented-out peer mTLS turned on: valid as it stands, and the base of the
+    # peer TLS cases below.
+    static_tls = load_docs(ROOT / "deploy" / "kubernetes", "peer mTLS")
+    deployment_tls = next(d for d in static_tls if d.get("kind") == "Deployment")
+    if "KELP_PEER_TLS_CERT" not in env_map(kelp_container(static_tls)):
+        fail("deploy/kubernetes/ with its 'peer mTLS' blocks uncommented sets no KELP_PEER_TLS_CERT")
+    problem = validate_schema(deployment_tls, "1.29") or next(iter(api_server_rules(deployment_tls)), None)
+    if problem:
+        fail(f"deploy/kubernetes/ with peer mTLS uncommented: Deployment schema: {problem}")
+    errors, _ = check_docs(static_tls, "deploy/kubernetes (peer mTLS)")
+    if errors:
+        fail(f"wiring self-test needs a clean deploy/kubernetes with peer mTLS uncommented, got: {errors[0]}")
+    else:
+        ok("deploy/kubernetes/ with its peer mTLS blocks uncommented: valid Deployment, clean wiring")
+
+    def env_of(docs) -> list[dict]:
+        return kelp_container(docs)["env"]
+
+    def env_entry(docs, name) -> dict:
+        return next(e for e in env_of(docs) if e["name"] == name)
+
+    def env_drop(docs, name) -> None:
+        env_of(docs)[:] = [e for e in env_of(docs) if e["name"] != name]
+
+    def move_pod_ip_last(docs) -> None:
+        e = env_entry(docs, "POD_IP")
+        env_drop(docs, "POD_IP")
+        env_of(docs).append(e)
+
+    def tls_volume(docs) -> dict:
+        return next(v for v in pod_spec(by(docs, "Deployment"))["volumes"] if v["name"] == "kelp-peer-tls")
+
+    def tls_mount(docs) -> dict:
+        return next(m for m in kelp_container(docs)["volumeMounts"] if m["name"] == "kelp-peer-tls")
+
+    def tls_under_config(docs) -> None:
+        tls_mount(docs)["mountPath"] = "/etc/kelp/peer-tls"
+        for n in PEER_TLS_FILES:
+            e = env_entry(docs, n)
+            e["value"] = e["value"].replace("/etc/kelp-peer-tls/", "/etc/kelp/peer-tls/")
+
+    def tls_on_config_map(docs) -> None:
+        v = tls_volume(docs)
+        v.pop("secret")
+        v["configMap"] = {"name": "kelp-peer-tls"}
 
     def by(docs, kind):
         return next(d for d in docs if d.get("kind") == kind)
@@ -706,12 +882,37 @@ def cmd_selftest(args) -> None:
         ("a sidecar without restartPolicy", lambda ds: kelp_container(ds).pop("restartPolicy")),
         ("a PodMonitor with another job", lambda ds: by(ds, "PodMonitor")["spec"]["podMetricsEndpoints"][0]["relabelings"][0].update(replacement="k")),
         ("a bad group mode", lambda ds: by(ds, "ConfigMap")["data"].update({"kelp.toml": '[groups]\ndefault_mode = "both"\n'})),
+        ("a peer mesh without KELP_PEER_ADVERTISED", lambda ds: env_drop(ds, "KELP_PEER_ADVERTISED")),
+        ("KELP_PEER_ADVERTISED not from $(POD_IP)",
+         lambda ds: env_entry(ds, "KELP_PEER_ADVERTISED").update(value="kelp-peers:9094")),
+        ("KELP_PEER_ADVERTISED on another port than the peer port",
+         lambda ds: env_entry(ds, "KELP_PEER_ADVERTISED").update(value="$(POD_IP):9095")),
+        ("$(POD_IP) without a POD_IP env", lambda ds: env_drop(ds, "POD_IP")),
+        ("POD_IP from the node's IP", lambda ds: env_entry(ds, "POD_IP")["valueFrom"]["fieldRef"].update(fieldPath="status.hostIP")),
+        ("POD_IP defined after its use", move_pod_ip_last),
+        ("a peer mesh without KELP_FILER", lambda ds: env_drop(ds, "KELP_FILER")),
+        ("an env variable defined twice", lambda ds: env_of(ds).append({"name": "KELP_FILER", "value": "http://other:8888"})),
+        ("a peer TLS server name without peer TLS",
+         lambda ds: env_of(ds).append({"name": "KELP_PEER_TLS_SERVER_NAME", "value": "kelp-peers"})),
+    ]
+    # On the example with peer mTLS turned on.
+    tls_cases = [
+        ("peer TLS without its CA", lambda ds: env_drop(ds, "KELP_PEER_TLS_CA")),
+        ("peer TLS with a key only", lambda ds: [env_drop(ds, n) for n in ("KELP_PEER_TLS_CERT", "KELP_PEER_TLS_CA")]),
+        ("peer TLS files on no volume",
+         lambda ds: kelp_container(ds).update(volumeMounts=[m for m in kelp_container(ds)["volumeMounts"] if m["name"] != "kelp-peer-tls"])),
+        ("the peer TLS certificate and key on a ConfigMap volume", tls_on_config_map),
+        ("the peer TLS Secret mounted with subPath", lambda ds: tls_mount(ds).update(subPath="tls.crt")),
+        ("the peer TLS Secret mounted writable", lambda ds: tls_mount(ds).pop("readOnly")),
+        ("the peer TLS Secret mounted inside the read-only config mount", tls_under_config),
+        ("a peer TLS Secret volume that leaves out the key",
+         lambda ds: tls_volume(ds)["secret"].update(items=[{"key": k, "path": k} for k in ("tls.crt", "ca.crt")])),
     ]
     errors, _ = check_docs(static, "deploy/kubernetes")
     if errors:
         fail(f"wiring self-test needs a clean deploy/kubernetes, got: {errors[0]}")
-    for what, change in wiring_cases:
-        errors, _ = check_docs(mutated(change), "mutated")
+    for what, change, base in [(w, c, None) for w, c in wiring_cases] + [(w, c, static_tls) for w, c in tls_cases]:
+        errors, _ = check_docs(mutated(change, base), "mutated")
         if errors:
             ok(f"wiring rejects {what}: {errors[0].split(': ', 1)[-1][:100]}")
         else:
@@ -732,6 +933,8 @@ def main() -> int:
     p.add_argument("sets", nargs="+")
     p.set_defaults(func=cmd_sources)
     p = sub.add_parser("drift")
+    p.add_argument("--uncomment", metavar="BLOCK",
+                   help="turn on the commented-out '# BEGIN BLOCK' ... '# END BLOCK' lines of DIR first")
     p.add_argument("rendered")
     p.add_argument("dir")
     p.set_defaults(func=cmd_drift)

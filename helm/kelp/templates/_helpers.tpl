@@ -37,6 +37,15 @@ the sidecar finds the ConfigMap and peer Service that the kelp chart rendered in
 {{- printf "%s-peers" (include "kelp.fullname" . | trunc 57 | trimSuffix "-") -}}
 {{- end -}}
 
+{{/* The Secret with the peer mTLS files (peers.tls.secretName, default <fullname>-peer-tls). */}}
+{{- define "kelp.peerTlsSecretName" -}}
+{{- if .values.peers.tls.secretName -}}
+{{- .values.peers.tls.secretName -}}
+{{- else -}}
+{{- printf "%s-peer-tls" (include "kelp.fullname" . | trunc 54 | trimSuffix "-") -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The ConfigMap with kelp.toml. */}}
 {{- define "kelp.configName" -}}
 {{- printf "%s-config" (include "kelp.fullname" . | trunc 56 | trimSuffix "-") -}}
@@ -77,6 +86,13 @@ kelp/mesh: {{ include "kelp.fullname" . }}
 {{- define "kelp.sidecar" -}}
 {{- $v := .values -}}
 {{- $s := $v.sidecar -}}
+{{- if $v.peers.tls.enabled -}}
+{{- $tlsDir := printf "%s/" (trimSuffix "/" $v.peers.tls.mountPath) -}}
+{{- $configDir := printf "%s/" (trimSuffix "/" $v.config.mountPath) -}}
+{{- if or (hasPrefix $configDir $tlsDir) (hasPrefix $tlsDir $configDir) -}}
+{{- fail "kelp: peers.tls.mountPath and config.mountPath must not contain each other (a mount point inside a read-only volume cannot be created)" -}}
+{{- end -}}
+{{- end -}}
 - name: {{ $s.name }}
   image: {{ include "kelp.image" . | quote }}
   imagePullPolicy: {{ $v.image.pullPolicy }}
@@ -94,10 +110,30 @@ kelp/mesh: {{ include "kelp.fullname" . }}
       value: {{ printf "%s/kelp.toml" (trimSuffix "/" $v.config.mountPath) | quote }}
     - name: KELP_METRICS_LISTEN
       value: {{ printf "0.0.0.0:%d" (int $v.metrics.port) | quote }}
+    {{- /* $(POD_IP) expands only from variables defined earlier in the list. */}}
+    - name: POD_IP
+      valueFrom:
+        fieldRef:
+          fieldPath: status.podIP
     - name: KELP_PEER_LISTEN
       value: {{ printf "0.0.0.0:%d" (int $v.peers.port) | quote }}
+    - name: KELP_PEER_ADVERTISED
+      value: {{ printf "$(POD_IP):%d" (int $v.peers.port) | quote }}
     - name: KELP_PEER_DNS
       value: {{ printf "%s:%d" (include "kelp.peersName" .) (int $v.peers.port) | quote }}
+    {{- with $v.peers.tls }}
+    {{- if .enabled }}
+    {{- $dir := trimSuffix "/" .mountPath }}
+    - name: KELP_PEER_TLS_CERT
+      value: {{ printf "%s/tls.crt" $dir | quote }}
+    - name: KELP_PEER_TLS_KEY
+      value: {{ printf "%s/tls.key" $dir | quote }}
+    - name: KELP_PEER_TLS_CA
+      value: {{ printf "%s/ca.crt" $dir | quote }}
+    - name: KELP_PEER_TLS_SERVER_NAME
+      value: {{ default (include "kelp.peersName" $) .serverName | quote }}
+    {{- end }}
+    {{- end }}
     - name: KELP_LOG_FORMAT
       value: {{ $v.logFormat | quote }}
     {{- if not (kindIs "invalid" $s.maxFrameBytes) }}
@@ -148,11 +184,22 @@ kelp/mesh: {{ include "kelp.fullname" . }}
     - name: kelp-config
       mountPath: {{ $v.config.mountPath }}
       readOnly: true
+    {{- if $v.peers.tls.enabled }}
+    - name: kelp-peer-tls
+      mountPath: {{ $v.peers.tls.mountPath }}
+      readOnly: true
+    {{- end }}
 {{- end -}}
 
-{{/* Volumes the kelp container mounts. Not subPath: kelp sees ConfigMap updates and reloads. */}}
+{{/* Volumes the kelp container mounts. Not subPath: kelp sees ConfigMap and Secret updates and
+reloads (kelp.toml, and the peer certificates when cert-manager rotates them). */}}
 {{- define "kelp.sidecar.volumes" -}}
 - name: kelp-config
   configMap:
     name: {{ include "kelp.configName" . }}
+{{- if .values.peers.tls.enabled }}
+- name: kelp-peer-tls
+  secret:
+    secretName: {{ include "kelp.peerTlsSecretName" . }}
+{{- end }}
 {{- end -}}
