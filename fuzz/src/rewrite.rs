@@ -1,8 +1,10 @@
-//! Fuzz body for every backend response kelp rewrites: Metadata and DescribeCluster at every
-//! version. The input chooses the API and version; the rest is the response frame as the backend
-//! sent it (length prefix removed). A rewrite may refuse a frame, never panic, and what it returns
-//! must be a whole frame, with the backend's correlation id, that decodes at the version and names
-//! only kelp.
+//! Fuzz body for every response kelp rewrites: the backend's Metadata and DescribeCluster at every
+//! version, and a peer's answers to the parts of a batch split between owners (DescribeGroups,
+//! DeleteGroups, OffsetFetch v8+, ListGroups; `peers::scatter`). The input chooses the API and
+//! version; the rest is the response frame as it came (length prefix removed). A rewrite may refuse
+//! a frame, never panic, and what it returns must be a whole frame, with the backend's correlation
+//! id, that decodes at the version and names only kelp; a merged answer must encode at the version
+//! and decode back with one entry per group asked about.
 
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, BrokerId, DescribeClusterResponse, MetadataResponse};
@@ -16,11 +18,26 @@ use super::input::Input;
 
 pub fn run(data: &[u8]) {
     let mut input = Input::new(data);
-    let api = input.pick(&[ApiKey::Metadata, ApiKey::DescribeCluster]);
+    let api = input.pick(&[
+        ApiKey::Metadata,
+        ApiKey::DescribeCluster,
+        ApiKey::DescribeGroups,
+        ApiKey::DeleteGroups,
+        ApiKey::OffsetFetch,
+        ApiKey::ListGroups,
+    ]);
     let range = api.valid_versions();
-    let span = (range.max - range.min + 1) as usize;
-    let version = range.min + input.below(span) as i16;
+    let min = if api == ApiKey::OffsetFetch {
+        8
+    } else {
+        range.min
+    };
+    let span = (range.max - min + 1) as usize;
+    let version = min + input.below(span) as i16;
     let frame = Bytes::copy_from_slice(input.rest());
+    if !matches!(api, ApiKey::Metadata | ApiKey::DescribeCluster) {
+        return scattered(api, version, frame);
+    }
     let Ok(out) = rewrite(api, version, frame.clone(), &me()) else {
         return;
     };
@@ -69,4 +86,84 @@ pub fn run(data: &[u8]) {
 fn first_i32(b: &[u8]) -> Option<i32> {
     b.get(..4)
         .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// A peer's answer to one part of a split batch, merged with a part that got no answer.
+fn scattered(api: ApiKey, version: i16, frame: Bytes) {
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+    use kelp::group::Request;
+    use kelp::peers::scatter::{decode, merge, unanswered};
+
+    let gid = |g: &str| GroupId(StrBytes::from_string(g.to_string()));
+    let theirs = ["c"];
+    let request = |groups: &[&str]| match api {
+        ApiKey::DescribeGroups => Request::DescribeGroups(
+            DescribeGroupsRequest::default().with_groups(groups.iter().map(|g| gid(g)).collect()),
+        ),
+        ApiKey::DeleteGroups => Request::DeleteGroups(
+            DeleteGroupsRequest::default()
+                .with_groups_names(groups.iter().map(|g| gid(g)).collect()),
+        ),
+        ApiKey::OffsetFetch => Request::OffsetFetch(
+            OffsetFetchRequest::default().with_groups(
+                groups
+                    .iter()
+                    .map(|g| {
+                        offset_fetch_request::OffsetFetchRequestGroup::default()
+                            .with_group_id(gid(g))
+                    })
+                    .collect(),
+            ),
+        ),
+        _ => Request::ListGroups(ListGroupsRequest::default()),
+    };
+    let mut prefixed = (frame.len() as i32).to_be_bytes().to_vec();
+    prefixed.extend_from_slice(&frame);
+    let Ok(answer) = decode(api, version, Bytes::from(prefixed)) else {
+        return;
+    };
+    let all = request(&["a", "c", "b"]);
+    let merged = merge(&all, vec![answer, unanswered(&request(&theirs), version)]);
+    let peek = kelp::protocol::Peek {
+        api_key: api,
+        api_version: version,
+        correlation_id: 7,
+    };
+    // kafka-protocol may refuse to encode what it decoded (then kelp answers nothing and closes
+    // the connection); what it does encode must be a whole frame that decodes back.
+    let Ok(out) = kelp::coordinator::encode(&peek, &merged) else {
+        return;
+    };
+    let len = i32::from_be_bytes([out[0], out[1], out[2], out[3]]);
+    assert_eq!(len as usize, out.len() - 4, "merged length prefix is wrong");
+    let (corr, mut body) = split_response(out.slice(4..), api, version).expect("merged header");
+    assert_eq!(corr, 7);
+    match api {
+        ApiKey::DescribeGroups => {
+            let r = DescribeGroupsResponse::decode(&mut body, version).expect("merged decodes");
+            assert!(r
+                .groups
+                .iter()
+                .any(|g| g.group_id.as_str() == "c" && g.error_code == 16));
+        }
+        ApiKey::DeleteGroups => {
+            let r = DeleteGroupsResponse::decode(&mut body, version).expect("merged decodes");
+            assert!(r
+                .results
+                .iter()
+                .any(|g| g.group_id.as_str() == "c" && g.error_code == 16));
+        }
+        ApiKey::OffsetFetch => {
+            let r = OffsetFetchResponse::decode(&mut body, version).expect("merged decodes");
+            assert!(r
+                .groups
+                .iter()
+                .any(|g| g.group_id.as_str() == "c" && g.error_code == 16));
+        }
+        _ => {
+            let r = ListGroupsResponse::decode(&mut body, version).expect("merged decodes");
+            assert_ne!(r.error_code, 0, "a peer that did not answer is reported");
+        }
+    }
 }
