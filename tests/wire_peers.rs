@@ -1,7 +1,8 @@
 //! Several kelps at the wire level (raw Kafka frames, one real SeaweedFS stack): batches naming
 //! groups of different owners are split and merged in request order through any kelp; ListGroups
 //! through any kelp lists the whole mesh; the peer listener refuses what its kelp does not own
-//! with NOT_COORDINATOR instead of forwarding it again.
+//! with NOT_COORDINATOR (after waiting `Peers::failover_window` for its view to agree with the
+//! sender's) instead of forwarding it again.
 
 mod peers;
 mod raw;

@@ -204,6 +204,18 @@ pub fn plan(
     origin: Origin,
 ) -> Result<Plan, FrameError> {
     let (client_id, request) = coordinator::decode(peek, body)?;
+    plan_decoded(shared, peek, client_id, request, client_host, origin)
+}
+
+/// `plan` for a request already decoded.
+fn plan_decoded(
+    shared: &Arc<Shared>,
+    peek: &Peek,
+    client_id: String,
+    request: Request,
+    client_host: &str,
+    origin: Origin,
+) -> Result<Plan, FrameError> {
     // Several kelps: the owner decides, and its mode rules apply (README §5).
     if let Some(side) = &shared.peers {
         let view = side.peers.view();
@@ -227,12 +239,15 @@ pub fn plan(
             Placement::One(owner) if origin == Origin::Client => {
                 return Ok(Plan::Peer { owner, request })
             }
-            Placement::One(_) | Placement::Mixed(_) if origin == Origin::Peer => {
-                return Ok(Plan::Local(refuse(peek, &request, error::NOT_COORDINATOR)));
-            }
-            // A client's: scattered above.
+            // A client's batch spanning owners was scattered above.
             Placement::One(_) | Placement::Mixed(_) => {
-                return Ok(Plan::Local(refuse(peek, &request, error::NOT_COORDINATOR)));
+                return Ok(Plan::Local(until_owned(
+                    shared.clone(),
+                    *peek,
+                    client_id,
+                    request,
+                    client_host.to_string(),
+                )));
             }
         }
     }
@@ -344,6 +359,43 @@ fn passthrough_plan(
         _ => None,
     };
     Ok(Plan::Forward(plan))
+}
+
+/// A request on the peer listener for groups this kelp's view gives to another kelp: the sender's
+/// view says they are this kelp's, so one of the two views is behind (a peer just came or went).
+/// The request waits for this kelp's view to agree, up to `Peers::failover_window`, and is then
+/// served as any other; otherwise (or if the group is passed through to the gateway) it is
+/// answered NOT_COORDINATOR. Never forwarded again.
+fn until_owned(
+    shared: Arc<Shared>,
+    peek: Peek,
+    client_id: String,
+    request: Request,
+    client_host: String,
+) -> LocalReply {
+    Box::pin(async move {
+        let side = shared.peers.as_ref()?;
+        let deadline = tokio::time::Instant::now() + side.peers.failover_window();
+        let mut views = side.peers.subscribe();
+        while crate::peers::place(&side.peers, &request) != Placement::Here {
+            match tokio::time::timeout_at(deadline, views.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return refuse(&peek, &request, error::NOT_COORDINATOR).await,
+            }
+        }
+        let plan = plan_decoded(
+            &shared,
+            &peek,
+            client_id,
+            request.clone(),
+            &client_host,
+            Origin::Peer,
+        );
+        match plan {
+            Ok(Plan::Local(reply)) => reply.await,
+            _ => refuse(&peek, &request, error::NOT_COORDINATOR).await,
+        }
+    })
 }
 
 /// A response refusing all of `request` with `code` (NOT_COORDINATOR for another kelp's group).

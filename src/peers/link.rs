@@ -2,9 +2,15 @@
 //! the peer connection of one client connection to one owner: request frames go out unchanged, in
 //! order, and each response comes back to the request it answers. Parked JoinGroup/SyncGroup
 //! requests therefore stay per client connection, as they would on a broker. When the owner
-//! cannot be reached or the connection breaks, every request waiting on it gets no answer
-//! (`Err` on its receiver) and the caller answers NOT_COORDINATOR, so the client looks the
-//! coordinator up again and retries.
+//! cannot be reached or the connection breaks, every request waiting on it gets no answer (`Err`
+//! on its receiver); `failover` then sends it once more, to the group's next owner.
+//!
+//! Why not answer NOT_COORDINATOR at once: a client's coordinator is always its own kelp, and
+//! librdkafka, told NOT_COORDINATOR, closes its coordinator connection and reopens it to the same
+//! kelp; requests retried meanwhile fail with transport errors, and a member whose commits keep
+//! failing that way sends no heartbeat and loses its session (seen in tests/e2e_peers.rs when the
+//! owner was killed). Held for the second or two until the view names the next owner, the request
+//! is simply answered late.
 
 use std::collections::VecDeque;
 use std::io;
@@ -72,6 +78,40 @@ impl Dialer {
 
 type Request = (Bytes, oneshot::Sender<Bytes>);
 
+/// Sends `frame` (a request for `group` that `failed` did not answer) to the group's owner once the
+/// view no longer names `failed` for it, or when `Peers::failover_window` is up, over a peer
+/// connection of its own (to this kelp's own peer listener if the group is now this kelp's).
+/// `None` if that owner does not answer either.
+pub async fn failover(
+    peers: &super::Peers,
+    dialer: &Arc<Dialer>,
+    max_frame_bytes: u32,
+    failed: &str,
+    group: &str,
+    frame: Bytes,
+) -> Option<Bytes> {
+    let deadline = tokio::time::Instant::now() + peers.failover_window();
+    let mut views = peers.subscribe();
+    let owner = loop {
+        let owner = match peers.owner(group) {
+            super::Owner::Me => peers.me().to_string(),
+            super::Owner::Peer(p) => p,
+        };
+        if owner != failed || tokio::time::Instant::now() >= deadline {
+            break owner;
+        }
+        // Woken by the next view, or the deadline; `changed` fails only if the peers are gone.
+        if let Ok(Err(_)) = tokio::time::timeout_at(deadline, views.changed()).await {
+            return None;
+        }
+    };
+    tracing::debug!(group, failed, owner = %owner, "sending a request again, to the group's next owner");
+    Link::open(dialer.clone(), owner, max_frame_bytes)
+        .send(frame)
+        .await
+        .ok()
+}
+
 /// One client connection's peer connection to one owner (a task; dropped with the client
 /// connection, which closes it).
 pub struct Link {
@@ -114,7 +154,7 @@ async fn run(
     let stream = match dialer.connect(&owner).await {
         Ok(stream) => stream,
         Err(e) => {
-            tracing::warn!(peer = %owner, error = %e, "cannot reach the group's owner; its requests are answered NOT_COORDINATOR");
+            tracing::warn!(peer = %owner, error = %e, "cannot reach the group's owner; its requests wait for the next owner");
             return; // Dropping `rx` fails every request sent so far and later.
         }
     };
@@ -163,6 +203,6 @@ async fn run(
     }
     .await;
     if let Err(e) = outcome {
-        tracing::warn!(peer = %owner, error = %e, outstanding = pending.len(), "peer connection closed; waiting requests are answered NOT_COORDINATOR");
+        tracing::warn!(peer = %owner, error = %e, outstanding = pending.len(), "peer connection closed; waiting requests go to the group's next owner");
     }
 }

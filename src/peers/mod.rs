@@ -94,6 +94,12 @@ impl Peers {
         self.settle
     }
 
+    /// How long a request the owner did not answer waits for the view to name the next owner:
+    /// two settle times (a dead peer is down after two failed probes, each up to a second).
+    pub fn failover_window(&self) -> Duration {
+        (self.settle * 2).max(Duration::from_secs(3))
+    }
+
     /// The owner of `group` in the current view.
     pub fn owner(&self, group: &str) -> Owner {
         self.view().owner(&self.me, group)

@@ -441,7 +441,9 @@ impl Conn {
     }
 
     /// Sends a group request frame, unchanged, to the kelp that owns the group, over this
-    /// connection's link to it; NOT_COORDINATOR if that kelp does not answer.
+    /// connection's link to it. If that kelp does not answer (it died, or is draining), the
+    /// request waits for the view to name the group's next owner and goes there once
+    /// (`peers::link::failover`); NOT_COORDINATOR only if that fails too.
     fn forward_to_owner(
         &mut self,
         owner: String,
@@ -449,26 +451,27 @@ impl Conn {
         peek: &Peek,
         request: Request,
     ) -> LocalReply {
-        self.links.retain(|l| !l.is_closed());
-        let link = match self.links.iter().position(|l| l.owner() == owner) {
-            Some(i) => &self.links[i],
-            None => {
-                let side = self.shared.peers.as_ref().expect("a peer plan needs peers");
-                let link = Link::open(
-                    side.dialer.clone(),
-                    owner,
-                    self.shared.config.max_frame_bytes,
-                );
-                self.links.push(link);
-                self.links.last().expect("pushed above")
-            }
-        };
-        let response = link.send(frame);
+        let response = self.link(owner.clone()).send(frame.clone());
+        let shared = self.shared.clone();
         let peek = *peek;
         Box::pin(async move {
-            match response.await {
-                Ok(frame) => Some(frame),
-                Err(_) => {
+            if let Ok(frame) = response.await {
+                return Some(frame);
+            }
+            let side = shared.peers.as_ref()?;
+            let group = crate::group::named_groups(&request).first()?.to_string();
+            let retried = crate::peers::link::failover(
+                &side.peers,
+                &side.dialer,
+                shared.config.max_frame_bytes,
+                &owner,
+                &group,
+                frame,
+            )
+            .await;
+            match retried {
+                Some(frame) => Some(frame),
+                None => {
                     passthrough::refuse(&peek, &request, crate::protocol::error::NOT_COORDINATOR)
                         .await
                 }
