@@ -2,7 +2,8 @@
 //! groups of different owners are split and merged in request order through any kelp; ListGroups
 //! through any kelp lists the whole mesh; the peer listener refuses what its kelp does not own
 //! with NOT_COORDINATOR (after waiting `Peers::failover_window` for its view to agree with the
-//! sender's) instead of forwarding it again.
+//! sender's) instead of forwarding it again; and the owner's mode decides where a group is
+//! coordinated, whatever the mode of the kelp its members talk to.
 
 mod peers;
 mod raw;
@@ -19,8 +20,9 @@ use kafka_protocol::messages::offset_fetch_request::{
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
-use peers::Cluster;
+use peers::{metric, Cluster};
 use raw::Raw;
+use support::{create_topic, produce, wait_until, GroupConsumer};
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
@@ -239,5 +241,77 @@ fn the_peer_listener_refuses_what_its_kelp_does_not_own() {
             == 0.0,
         "kelp 0 forwarded nothing"
     );
+    c.assert_no_panics();
+}
+
+#[test]
+fn the_owners_mode_decides_across_kelps() {
+    // A config skew: kelp 0 passes groups through to the gateway, kelp 1 coordinates them itself.
+    let mut c = Cluster::new("wire-modes", 2);
+    c.start_with(0, &["--group-mode", "passthrough"]);
+    c.start_with(1, &["--group-mode", "local"]);
+    c.wait_peers_live(2, Duration::from_secs(30));
+    let groups = owned_groups(&c, "wire-modes", 2);
+    let topic = "wire-peers-modes";
+    create_topic(&c.addr(1), topic, 2);
+    assert_eq!(produce(&c.addr(1), topic, 50), 50);
+
+    // A member on kelp 1 of a group kelp 0 owns: kelp 0's mode (passthrough) decides.
+    let passed = GroupConsumer::start(&c.addr(1), &groups[0], "modes-a", &[topic]);
+    // A member on kelp 0 of a group kelp 1 owns: kelp 1's mode (local) decides.
+    let local = GroupConsumer::start(&c.addr(0), &groups[1], "modes-b", &[topic]);
+    wait_until(
+        "both groups consume all 50 records",
+        Duration::from_secs(90),
+        || passed.count() >= 50 && local.count() >= 50,
+    );
+    let join = |k: usize, path: &str| {
+        metric(
+            c.kelp(k),
+            "kelp_requests_total",
+            &[("api", "JoinGroup"), ("path", path)],
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(
+        join(1, "peer") >= 1.0,
+        "kelp 1 forwarded its member's JoinGroup to the owner"
+    );
+    assert!(
+        join(0, "passthrough") >= 1.0,
+        "the owner passed it on to the gateway"
+    );
+    assert!(
+        join(0, "peer") >= 1.0,
+        "kelp 0 forwarded the other group's JoinGroup to its owner"
+    );
+    assert_eq!(
+        c.exposing(&groups[1]),
+        vec![1],
+        "the local group is coordinated by kelp 1 only"
+    );
+    // The owner observes the passed-through group as it passes (mode passthrough); nobody
+    // coordinates it locally.
+    let mode = |k: usize, m: &str| {
+        metric(
+            c.kelp(k),
+            "kelp_group_mode",
+            &[("group", &groups[0]), ("mode", m)],
+        )
+    };
+    assert_eq!(
+        mode(0, "passthrough"),
+        Some(1.0),
+        "kelp 0 passes {} through",
+        groups[0]
+    );
+    assert_eq!(
+        mode(1, "local"),
+        None,
+        "kelp 1 does not coordinate {}",
+        groups[0]
+    );
+    drop(passed.stop());
+    drop(local.stop());
     c.assert_no_panics();
 }

@@ -384,7 +384,11 @@ impl Conn {
                     h.requests.inc();
                 }
                 let response = if route == Route::ApiVersions {
-                    let passthrough = self.shared.modes.passthrough_possible();
+                    // With peers, a group's owner may pass it through to the gateway whatever
+                    // this kelp's own rules say: group APIs are offered only at versions the
+                    // gateway serves too, so no client is left on a version its owner cannot use.
+                    let passthrough =
+                        self.shared.modes.passthrough_possible() || self.shared.peers.is_some();
                     answer::api_versions(&peek, body, &self.shared.backend.ranges(), passthrough)
                 } else {
                     answer::find_coordinator(&peek, body, &self.shared.identity)

@@ -83,10 +83,15 @@ impl Cluster {
 
     /// Starts kelp `i` (client and metrics ports picked by `Kelp::start`).
     pub fn start(&mut self, i: usize) {
+        self.start_with(i, &[]);
+    }
+
+    /// Starts kelp `i` with `extra` arguments after the mesh's own.
+    pub fn start_with(&mut self, i: usize, extra: &[&str]) {
         assert!(self.nodes[i].kelp.is_none(), "kelp {i} was started before");
         let filer = support::stack().filer.clone();
         let me = self.nodes[i].peer.clone();
-        let kelp = Kelp::start(&[
+        let mut args = vec![
             "--filer",
             &filer,
             "--store-prefix",
@@ -101,7 +106,9 @@ impl Cluster {
             &self.peers,
             "--peer-probe-interval-ms",
             "500",
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        let kelp = Kelp::start(&args);
         eprintln!(
             "kelp {i}: client {} metrics {} peer {me} log {}",
             kelp.addr(),
