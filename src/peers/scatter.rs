@@ -65,13 +65,57 @@ pub fn split(
 pub fn decode(api: ApiKey, version: i16, frame: Bytes) -> anyhow::Result<Response> {
     use kafka_protocol::protocol::Decodable;
     let (_, mut body) = split_response(frame.slice(4..), api, version)?;
-    Ok(match api {
+    let mut response = match api {
         ApiKey::DescribeGroups => Response::DescribeGroups(Decodable::decode(&mut body, version)?),
         ApiKey::DeleteGroups => Response::DeleteGroups(Decodable::decode(&mut body, version)?),
         ApiKey::OffsetFetch => Response::OffsetFetch(Decodable::decode(&mut body, version)?),
         ApiKey::ListGroups => Response::ListGroups(Decodable::decode(&mut body, version)?),
         other => anyhow::bail!("{other:?} is not scattered"),
-    })
+    };
+    drop_unknown_tags(&mut response);
+    Ok(response)
+}
+
+/// Unknown tagged fields mean nothing to kelp (its peers send none), and kafka-protocol does not
+/// always re-encode what it decoded of them (docs/RELIABILITY.md, finding 3): a merged answer
+/// carries none.
+fn drop_unknown_tags(response: &mut Response) {
+    match response {
+        Response::DescribeGroups(r) => {
+            r.unknown_tagged_fields.clear();
+            for g in &mut r.groups {
+                g.unknown_tagged_fields.clear();
+                for m in &mut g.members {
+                    m.unknown_tagged_fields.clear();
+                }
+            }
+        }
+        Response::DeleteGroups(r) => {
+            r.unknown_tagged_fields.clear();
+            for g in &mut r.results {
+                g.unknown_tagged_fields.clear();
+            }
+        }
+        Response::OffsetFetch(r) => {
+            r.unknown_tagged_fields.clear();
+            for g in &mut r.groups {
+                g.unknown_tagged_fields.clear();
+                for t in &mut g.topics {
+                    t.unknown_tagged_fields.clear();
+                    for p in &mut t.partitions {
+                        p.unknown_tagged_fields.clear();
+                    }
+                }
+            }
+        }
+        Response::ListGroups(r) => {
+            r.unknown_tagged_fields.clear();
+            for g in &mut r.groups {
+                g.unknown_tagged_fields.clear();
+            }
+        }
+        _ => {}
+    }
 }
 
 /// What a part that got no answer contributes.
