@@ -258,6 +258,10 @@ async fn start_peers(config: &Config, metrics: &Arc<Metrics>) -> Option<kelp::se
     );
     watch.round().await;
     tracing::info!(me = %me, live = ?peers.view().live, "peers: groups are coordinated by their owner among the live peers");
+    let exposed = flags.peer_listen.is_some_and(|a| !a.ip().is_loopback());
+    if exposed && server_tls.is_none() {
+        tracing::warn!(peer_listen = ?flags.peer_listen, "the peer listener is reachable beyond loopback without TLS: restrict it to the peers (the NetworkPolicy in deploy/) or set --peer-tls-cert/--peer-tls-key/--peer-tls-ca");
+    }
     tokio::spawn(watch.run());
     Some(kelp::server::PeerSide {
         peers,

@@ -274,13 +274,8 @@ fn mutual_tls_on_the_peer_port_admits_only_the_deployments_sidecars() {
     );
     let peers = format!("127.0.0.1:{pa},127.0.0.1:{pb}");
     let prefix = format!("/kelp-tls-peers/{}", std::process::id());
-    let a = peer_kelp(
-        pa,
-        &peers,
-        &deployment,
-        &leaf(&deployment, "peer-a", &names, false),
-        &prefix,
-    );
+    let a_cert = leaf(&deployment, "peer-a", &names, false);
+    let a = peer_kelp(pa, &peers, &deployment, &a_cert, &prefix);
     let b = peer_kelp(
         pb,
         &peers,
@@ -370,6 +365,28 @@ fn mutual_tls_on_the_peer_port_admits_only_the_deployments_sidecars() {
     assert!(
         !b.http_get("/metrics").1.contains(&owner_series),
         "only the owner has its series"
+    );
+
+    // Rotation: A's new peer certificate (same CA) is picked up without a restart, and B still
+    // sees A live through it.
+    let rotated = leaf(&deployment, "peer-a-rotated", &names, false);
+    std::fs::copy(&rotated.0, &a_cert.0).unwrap();
+    std::fs::copy(&rotated.1, &a_cert.1).unwrap();
+    let reloaded = r#"kelp_tls_reloads_total{result="ok",tls="peer_listener"}"#;
+    wait_until(
+        "A to load its rotated peer certificate",
+        Duration::from_secs(30),
+        || metric(&a, reloaded) >= 1.0,
+    );
+    assert_eq!(
+        api_versions_over_tls(&a_peer, &deployment, Some(&good)),
+        Ok(0)
+    );
+    thread_sleep(Duration::from_secs(1));
+    assert_eq!(
+        metric(&b, live),
+        2.0,
+        "B still sees A live after the rotation"
     );
 }
 

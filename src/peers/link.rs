@@ -22,7 +22,7 @@ use futures::StreamExt;
 use rustls_pki_types::ServerName;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::codec::FramedRead;
 
 use crate::protocol::response_correlation_id;
@@ -106,7 +106,7 @@ pub async fn failover(
         }
     };
     tracing::debug!(group, failed, owner = %owner, "sending a request again, to the group's next owner");
-    Link::open(dialer.clone(), owner, max_frame_bytes)
+    Link::open(dialer.clone(), owner, max_frame_bytes, peers.subscribe())
         .send(frame)
         .await
         .ok()
@@ -121,9 +121,16 @@ pub struct Link {
 
 impl Link {
     /// Starts connecting to `owner` at once; requests sent meanwhile wait for the connection.
-    pub fn open(dialer: Arc<Dialer>, owner: String, max_frame_bytes: u32) -> Link {
+    /// When `views` no longer lists the owner live (it stopped answering probes: killed, paused,
+    /// partitioned), the link gives up on whatever waits on it.
+    pub fn open(
+        dialer: Arc<Dialer>,
+        owner: String,
+        max_frame_bytes: u32,
+        views: watch::Receiver<Arc<super::View>>,
+    ) -> Link {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(dialer, owner.clone(), max_frame_bytes, rx));
+        tokio::spawn(run(dialer, owner.clone(), max_frame_bytes, rx, views));
         Link { owner, tx }
     }
 
@@ -150,6 +157,7 @@ async fn run(
     owner: String,
     max_frame_bytes: u32,
     mut rx: mpsc::UnboundedReceiver<Request>,
+    mut views: watch::Receiver<Arc<super::View>>,
 ) {
     let stream = match dialer.connect(&owner).await {
         Ok(stream) => stream,
@@ -164,6 +172,12 @@ async fn run(
     let outcome: Result<(), String> = async {
         loop {
             tokio::select! {
+                changed = views.changed() => {
+                    let gone = changed.is_err() || !views.borrow_and_update().live.contains(&owner);
+                    if gone {
+                        return Err("the owner is no longer live in this kelp's view".into());
+                    }
+                }
                 request = rx.recv() => {
                     let Some(first) = request else { return Ok(()) };
                     let mut batch = vec![first];

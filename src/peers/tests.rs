@@ -211,3 +211,22 @@ fn addresses_are_spelled_one_way() {
         "this kelp is recognised in any spelling"
     );
 }
+
+#[tokio::test]
+async fn the_dns_resolver_returns_every_address_with_the_port() {
+    // `localhost` resolves from /etc/hosts, so this needs no DNS server.
+    let addrs = Dns("localhost:9094".into())
+        .resolve()
+        .await
+        .expect("localhost resolves");
+    assert!(
+        addrs
+            .iter()
+            .any(|a| a == "127.0.0.1:9094" || a == "[::1]:9094"),
+        "{addrs:?}"
+    );
+    assert!(Dns("no-such-host.invalid:9094".into())
+        .resolve()
+        .await
+        .is_err());
+}

@@ -494,6 +494,7 @@ impl Conn {
                     side.dialer.clone(),
                     owner,
                     self.shared.config.max_frame_bytes,
+                    side.peers.subscribe(),
                 );
                 self.links.push(link);
                 self.links.last().expect("pushed above")
