@@ -61,8 +61,13 @@ pub fn run_one(frame: &[u8]) {
     match route(&p) {
         Ok(Route::ApiVersions) => {
             for possible in [false, true] {
-                let answer =
-                    answer::api_versions(&p, Bytes::copy_from_slice(frame), &gateway(), possible);
+                let answer = answer::api_versions(
+                    &p,
+                    Bytes::copy_from_slice(frame),
+                    &gateway(),
+                    possible,
+                    &[],
+                );
                 if let Ok(out) = answer {
                     check_response(&p, &out);
                 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bytes::{Buf, BufMut, BytesMut};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes, VersionRange};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -154,17 +154,7 @@ impl Backend {
             "backend ApiVersions error {}",
             response.error_code
         );
-        Ok(response
-            .api_keys
-            .iter()
-            .map(|k| {
-                let range = VersionRange {
-                    min: k.min_version,
-                    max: k.max_version,
-                };
-                (k.api_key, range)
-            })
-            .collect())
+        Ok(crate::protocol::versions::ranges_of(&response))
     }
 
     /// Re-discovers the backend every `every` (fast while it is down), forever.

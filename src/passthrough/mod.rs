@@ -88,8 +88,8 @@ pub enum Plan {
     /// Close the connection: the gateway does not serve this version, and the client must
     /// negotiate versions again (see docs/MIGRATION.md).
     Renegotiate,
-    /// Forward the frame untouched to the kelp that owns the group (`peers`); `request` is kept
-    /// to answer NOT_COORDINATOR if that kelp does not answer.
+    /// Forward the frame untouched to the kelp that owns the group (`peers`); `request` names
+    /// the group, for the next owner if that kelp does not answer.
     Peer { owner: String, request: Request },
     /// A request spanning owners: send each part to its owner and merge the answers
     /// (`peers::scatter`).

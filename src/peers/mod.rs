@@ -28,6 +28,7 @@ pub use link::Link;
 pub use probe::{NetProbe, Probe};
 
 use crate::metrics::Metrics;
+use crate::protocol::versions::BackendRanges;
 
 /// Failed probes in a row after which a peer is down.
 const DOWN_AFTER: u32 = 2;
@@ -54,6 +55,8 @@ pub enum Owner {
 pub struct Peers {
     me: String,
     view: ArcSwap<View>,
+    /// What each live peer's ApiVersions answered (its own rules), from the last probe round.
+    ranges: ArcSwap<Vec<BackendRanges>>,
     changes: watch::Sender<Arc<View>>,
     settle: Duration,
 }
@@ -71,6 +74,7 @@ impl Peers {
         Arc::new(Peers {
             me,
             view: ArcSwap::new(first),
+            ranges: ArcSwap::from_pointee(Vec::new()),
             changes,
             settle: probe_interval * DOWN_AFTER,
         })
@@ -92,6 +96,11 @@ impl Peers {
     /// How long a view must hold before a group it moved here is adopted.
     pub fn settle(&self) -> Duration {
         self.settle
+    }
+
+    /// The API versions every live peer serves (one entry per peer, this kelp not included).
+    pub fn peer_ranges(&self) -> Arc<Vec<BackendRanges>> {
+        self.ranges.load_full()
     }
 
     /// How long a request the owner did not answer waits for the view to name the next owner:
@@ -194,6 +203,8 @@ pub fn place(peers: &Peers, request: &crate::group::Request) -> Placement {
 pub struct Membership {
     /// Address → failed probes in a row (`None`: never probed yet).
     peers: BTreeMap<String, Option<u32>>,
+    /// Address → what its last good probe answered.
+    ranges: BTreeMap<String, BackendRanges>,
 }
 
 impl Membership {
@@ -205,6 +216,7 @@ impl Membership {
             .filter(|a| a != me)
             .collect();
         self.peers.retain(|a, _| addrs.contains(a));
+        self.ranges.retain(|a, _| addrs.contains(a));
         for a in addrs {
             self.peers.entry(a).or_insert(None);
         }
@@ -214,7 +226,13 @@ impl Membership {
         self.peers.keys().cloned().collect()
     }
 
-    pub fn probed(&mut self, addr: &str, ok: bool) {
+    pub fn probed(&mut self, addr: &str, answer: Option<BackendRanges>) {
+        let ok = answer.is_some();
+        if let Some(ranges) = answer {
+            if self.peers.contains_key(addr) {
+                self.ranges.insert(addr.to_string(), ranges);
+            }
+        }
         if let Some(failures) = self.peers.get_mut(addr) {
             *failures = Some(if ok {
                 0
@@ -236,6 +254,14 @@ impl Membership {
         live.push(me.to_string());
         live.sort();
         live
+    }
+
+    /// The API versions of the live peers (this kelp not included).
+    pub fn live_ranges(&self, me: &str) -> Vec<BackendRanges> {
+        self.live(me)
+            .iter()
+            .filter_map(|a| self.ranges.get(a).cloned())
+            .collect()
     }
 
     /// (live, down) counts, this kelp counted live.
@@ -314,6 +340,10 @@ impl Watch {
             .with_label_values(&["down"])
             .set(down as i64);
         let view = self.membership.live(self.peers.me());
+        let ranges = self.membership.live_ranges(self.peers.me());
+        if **self.peers.ranges.load() != ranges {
+            self.peers.ranges.store(Arc::new(ranges));
+        }
         self.peers.install(view, &self.metrics);
     }
 

@@ -1,5 +1,8 @@
 //! Liveness: an ApiVersions round trip on a kept-open peer connection, bounded in time. A peer
 //! that answers is live; one that refuses, resets, times out or answers with an error is not.
+//! What it answers is kept too: the versions it serves group APIs at under its own rules
+//! (capped at the gateway's while it may pass a group through), which cap what this kelp offers
+//! its clients (`protocol::versions::cap_group_apis`).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -16,11 +19,15 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use super::link::Dialer;
 use crate::protocol::encode_request;
+use crate::protocol::versions::BackendRanges;
 use crate::tls::Stream;
 
-/// Whether a peer answers.
+/// Whether a peer answers, and with which API versions (`None`: it did not).
 pub trait Probe: Send + Sync {
-    fn probe<'a>(&'a self, addr: &'a str) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
+    fn probe<'a>(
+        &'a self,
+        addr: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Option<BackendRanges>> + Send + 'a>>;
 }
 
 type Conn = Framed<Stream, LengthDelimitedCodec>;
@@ -41,7 +48,11 @@ impl NetProbe {
         }
     }
 
-    async fn round_trip(&self, conn: &mut Option<Conn>, addr: &str) -> anyhow::Result<()> {
+    async fn round_trip(
+        &self,
+        conn: &mut Option<Conn>,
+        addr: &str,
+    ) -> anyhow::Result<BackendRanges> {
         if conn.is_none() {
             let stream = self.dialer.connect(addr).await?;
             let codec = LengthDelimitedCodec::builder()
@@ -75,12 +86,15 @@ impl NetProbe {
             "ApiVersions error {}",
             response.error_code
         );
-        Ok(())
+        Ok(crate::protocol::versions::ranges_of(&response))
     }
 }
 
 impl Probe for NetProbe {
-    fn probe<'a>(&'a self, addr: &'a str) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+    fn probe<'a>(
+        &'a self,
+        addr: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Option<BackendRanges>> + Send + 'a>> {
         Box::pin(async move {
             let slot = self
                 .conns
@@ -91,16 +105,16 @@ impl Probe for NetProbe {
                 .clone();
             let mut conn = slot.lock().await;
             match tokio::time::timeout(self.timeout, self.round_trip(&mut conn, addr)).await {
-                Ok(Ok(())) => true,
+                Ok(Ok(ranges)) => Some(ranges),
                 Ok(Err(e)) => {
                     tracing::debug!(peer = addr, error = %e, "peer probe failed");
                     *conn = None;
-                    false
+                    None
                 }
                 Err(_) => {
                     tracing::debug!(peer = addr, "peer probe timed out");
                     *conn = None;
-                    false
+                    None
                 }
             }
         })

@@ -30,9 +30,12 @@ impl Resolve for FakeDns {
 struct FakeProbe(Arc<Mutex<HashSet<String>>>);
 
 impl Probe for FakeProbe {
-    fn probe<'a>(&'a self, addr: &'a str) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+    fn probe<'a>(
+        &'a self,
+        addr: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Option<BackendRanges>> + Send + 'a>> {
         let up = !self.0.lock().unwrap().contains(addr);
-        Box::pin(async move { up })
+        Box::pin(async move { up.then(BackendRanges::new) })
     }
 }
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use kafka_protocol::messages::api_versions_response::ApiVersion;
-use kafka_protocol::messages::ApiKey;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 use kafka_protocol::protocol::VersionRange;
 
 /// How a request of a given API is handled.
@@ -66,6 +66,45 @@ pub fn kelp_range(api: ApiKey) -> Option<(Handling, VersionRange)> {
 
 /// What the backend advertised: api key → version range.
 pub type BackendRanges = BTreeMap<i16, VersionRange>;
+
+/// The ranges an ApiVersions answer lists.
+pub fn ranges_of(response: &ApiVersionsResponse) -> BackendRanges {
+    response
+        .api_keys
+        .iter()
+        .map(|k| {
+            let range = VersionRange {
+                min: k.min_version,
+                max: k.max_version,
+            };
+            (k.api_key, range)
+        })
+        .collect()
+}
+
+/// Group API entries of `list` narrowed to what every one of `peers` serves (their ApiVersions
+/// answers under their own rules): with several kelps, a group's request may be served by any of
+/// them, as the owner's rules decide, and a request passed through reaches the gateway unchanged.
+/// A group API one peer does not serve is not advertised. Other entries are left alone.
+pub fn cap_group_apis(list: Vec<ApiVersion>, peers: &[BackendRanges]) -> Vec<ApiVersion> {
+    list.into_iter()
+        .filter_map(|mut entry| {
+            let group = ApiKey::try_from(entry.api_key)
+                .ok()
+                .and_then(kelp_range)
+                .is_some_and(|(h, _)| h == Handling::Group);
+            if !group {
+                return Some(entry);
+            }
+            for ranges in peers {
+                let theirs = ranges.get(&entry.api_key)?;
+                entry.min_version = entry.min_version.max(theirs.min);
+                entry.max_version = entry.max_version.min(theirs.max);
+            }
+            (entry.min_version <= entry.max_version).then_some(entry)
+        })
+        .collect()
+}
 
 /// The ApiVersions entries kelp advertises.
 ///
@@ -162,6 +201,60 @@ mod tests {
         assert_eq!(find(&list, ApiKey::FindCoordinator), Some((0, 6)));
         // The gateway has no DeleteGroups.
         assert_eq!(find(&list, ApiKey::DeleteGroups), None);
+    }
+
+    #[test]
+    fn group_apis_are_capped_by_every_peer() {
+        let ours = advertised(&gateway_448(), false);
+        let join = |list: &[ApiVersion]| {
+            list.iter()
+                .find(|a| a.api_key == ApiKey::JoinGroup as i16)
+                .map(|a| (a.min_version, a.max_version))
+        };
+        let full: BackendRanges = ours
+            .iter()
+            .map(|a| {
+                (
+                    a.api_key,
+                    VersionRange {
+                        min: a.min_version,
+                        max: a.max_version,
+                    },
+                )
+            })
+            .collect();
+        let passthrough: BackendRanges = advertised(&gateway_448(), true)
+            .iter()
+            .map(|a| {
+                (
+                    a.api_key,
+                    VersionRange {
+                        min: a.min_version,
+                        max: a.max_version,
+                    },
+                )
+            })
+            .collect();
+        // Peers all local: nothing changes.
+        assert_eq!(
+            cap_group_apis(ours.clone(), &[full.clone(), full.clone()]),
+            ours
+        );
+        // One peer may pass groups through: group APIs at the gateway's versions, and the ones
+        // the gateway lacks (DeleteGroups) not at all; forwarded APIs untouched.
+        let capped = cap_group_apis(ours.clone(), &[full, passthrough]);
+        assert_eq!(join(&capped), join(&advertised(&gateway_448(), true)));
+        assert!(capped
+            .iter()
+            .all(|a| a.api_key != ApiKey::DeleteGroups as i16));
+        let produce = |list: &[ApiVersion]| {
+            list.iter()
+                .find(|a| a.api_key == ApiKey::Produce as i16)
+                .cloned()
+        };
+        assert_eq!(produce(&capped), produce(&ours));
+        // No peers: what this kelp advertises.
+        assert_eq!(cap_group_apis(ours.clone(), &[]), ours);
     }
 
     #[test]

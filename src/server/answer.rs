@@ -11,7 +11,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use crate::backend::Identity;
-use crate::protocol::versions::{advertised, BackendRanges};
+use crate::protocol::versions::{advertised, cap_group_apis, BackendRanges};
 use crate::protocol::{decode_request, encode_response, error, FrameError, Peek};
 
 /// The highest ApiVersions version kelp answers.
@@ -24,6 +24,7 @@ pub fn api_versions(
     frame: Bytes,
     backend: &BackendRanges,
     passthrough_possible: bool,
+    peers: &[BackendRanges],
 ) -> Result<Bytes, FrameError> {
     let encode = |version, body: &ApiVersionsResponse| {
         encode_response(ApiKey::ApiVersions, version, peek.correlation_id, body).map_err(|e| {
@@ -44,8 +45,8 @@ pub fn api_versions(
         return encode(0, &body);
     }
     let _request: (_, ApiVersionsRequest) = decode_request(frame, peek)?;
-    let body =
-        ApiVersionsResponse::default().with_api_keys(advertised(backend, passthrough_possible));
+    let list = cap_group_apis(advertised(backend, passthrough_possible), peers);
+    let body = ApiVersionsResponse::default().with_api_keys(list);
     encode(peek.api_version, &body)
 }
 

@@ -384,12 +384,21 @@ impl Conn {
                     h.requests.inc();
                 }
                 let response = if route == Route::ApiVersions {
-                    // With peers, a group's owner may pass it through to the gateway whatever
-                    // this kelp's own rules say: group APIs are offered only at versions the
-                    // gateway serves too, so no client is left on a version its owner cannot use.
-                    let passthrough =
-                        self.shared.modes.passthrough_possible() || self.shared.peers.is_some();
-                    answer::api_versions(&peek, body, &self.shared.backend.ranges(), passthrough)
+                    // With peers, a client's group may be served by any of them, as its owner's
+                    // rules say: group APIs are offered at versions every live peer serves (a
+                    // peer answers probes under its own rules only, so nothing echoes back).
+                    let passthrough = self.shared.modes.passthrough_possible();
+                    let peer_ranges = match (&self.shared.peers, self.origin) {
+                        (Some(side), Origin::Client) => side.peers.peer_ranges(),
+                        _ => Default::default(),
+                    };
+                    answer::api_versions(
+                        &peek,
+                        body,
+                        &self.shared.backend.ranges(),
+                        passthrough,
+                        &peer_ranges,
+                    )
                 } else {
                     answer::find_coordinator(&peek, body, &self.shared.identity)
                 }
@@ -416,10 +425,9 @@ impl Conn {
                         return Ok(());
                     }
                     Plan::Local(reply) => (Path::Local, reply),
-                    Plan::Peer { owner, request } => (
-                        Path::Peer,
-                        self.forward_to_owner(owner, frame, &peek, request),
-                    ),
+                    Plan::Peer { owner, request } => {
+                        (Path::Peer, self.forward_to_owner(owner, frame, &request))
+                    }
                     Plan::Scatter {
                         request,
                         client_id,
@@ -447,39 +455,29 @@ impl Conn {
     /// Sends a group request frame, unchanged, to the kelp that owns the group, over this
     /// connection's link to it. If that kelp does not answer (it died, or is draining), the
     /// request waits for the view to name the group's next owner and goes there once
-    /// (`peers::link::failover`); NOT_COORDINATOR only if that fails too.
-    fn forward_to_owner(
-        &mut self,
-        owner: String,
-        frame: Bytes,
-        peek: &Peek,
-        request: Request,
-    ) -> LocalReply {
+    /// (`peers::link::failover`). If that fails too, the client connection is closed: the client
+    /// reconnects and negotiates versions again, which is also what an owner that closed the
+    /// link for a version its gateway does not serve (a passthrough group) needs.
+    fn forward_to_owner(&mut self, owner: String, frame: Bytes, request: &Request) -> LocalReply {
         let response = self.link(owner.clone()).send(frame.clone());
         let shared = self.shared.clone();
-        let peek = *peek;
+        let group = crate::group::named_groups(request)
+            .first()
+            .map(|g| g.to_string());
         Box::pin(async move {
             if let Ok(frame) = response.await {
                 return Some(frame);
             }
             let side = shared.peers.as_ref()?;
-            let group = crate::group::named_groups(&request).first()?.to_string();
-            let retried = crate::peers::link::failover(
+            crate::peers::link::failover(
                 &side.peers,
                 &side.dialer,
                 shared.config.max_frame_bytes,
                 &owner,
-                &group,
+                group.as_deref()?,
                 frame,
             )
-            .await;
-            match retried {
-                Some(frame) => Some(frame),
-                None => {
-                    passthrough::refuse(&peek, &request, crate::protocol::error::NOT_COORDINATOR)
-                        .await
-                }
-            }
+            .await
         })
     }
 
