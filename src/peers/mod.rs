@@ -326,6 +326,7 @@ impl Watch {
             }
         }
         let addrs = self.membership.addresses();
+        self.probe.retain(&addrs);
         let results = futures::future::join_all(addrs.iter().map(|a| self.probe.probe(a))).await;
         for (addr, ok) in addrs.iter().zip(results) {
             self.membership.probed(addr, ok);

@@ -28,6 +28,9 @@ pub trait Probe: Send + Sync {
         &'a self,
         addr: &'a str,
     ) -> Pin<Box<dyn Future<Output = Option<BackendRanges>> + Send + 'a>>;
+
+    /// Forgets what it keeps for peers not in `addrs` (they left the DNS answer).
+    fn retain(&self, _addrs: &[String]) {}
 }
 
 type Conn = Framed<Stream, LengthDelimitedCodec>;
@@ -91,6 +94,12 @@ impl NetProbe {
 }
 
 impl Probe for NetProbe {
+    fn retain(&self, addrs: &[String]) {
+        if let Ok(mut conns) = self.conns.try_lock() {
+            conns.retain(|a, _| addrs.contains(a));
+        }
+    }
+
     fn probe<'a>(
         &'a self,
         addr: &'a str,
