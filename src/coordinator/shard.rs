@@ -3,10 +3,10 @@
 //! group is loaded from the store (after the view has settled, see `peers`), then runs; when the
 //! view moves a group elsewhere, the coordinator releases it.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::Future;
@@ -20,6 +20,9 @@ use crate::store::{Store, StoreError};
 
 /// Calls waiting for groups to load, at most; beyond it a call runs at once (and is refused).
 const MAX_WAITING: usize = 10_000;
+/// Attempts to load one group while the store fails, 0.2 s apart and doubling (about 3 s in all),
+/// before the calls waiting on it are refused (NOT_COORDINATOR: clients retry).
+const LOAD_ATTEMPTS: u32 = 5;
 
 type Load<'s> =
     Pin<Box<dyn Future<Output = (String, Result<LoadedGroup, StoreError>)> + Send + 's>>;
@@ -30,7 +33,8 @@ pub(super) struct Shard<'s> {
     metrics: Arc<Metrics>,
     /// Calls and the groups each still waits for.
     waiting: Vec<(Call, BTreeSet<String>)>,
-    loading: HashSet<String>,
+    /// Groups being loaded, with the attempts made so far.
+    loading: HashMap<String, u32>,
     loads: FuturesUnordered<Load<'s>>,
 }
 
@@ -41,7 +45,7 @@ impl<'s> Shard<'s> {
             store,
             metrics,
             waiting: Vec::new(),
-            loading: HashSet::new(),
+            loading: HashMap::new(),
             loads: FuturesUnordered::new(),
         }
     }
@@ -61,23 +65,25 @@ impl<'s> Shard<'s> {
             return Some(call);
         }
         for group in &missing {
-            if self.loading.insert(group.clone()) {
-                self.start_load(group.clone());
+            if !self.loading.contains_key(group) {
+                self.loading.insert(group.clone(), 1);
+                self.start_load(group.clone(), None);
             }
         }
         self.waiting.push((call, missing));
         None
     }
 
-    /// Loads `group` once the view has settled.
-    fn start_load(&mut self, group: String) {
+    /// Loads `group` once the view has settled (and `backoff` has passed).
+    fn start_load(&mut self, group: String, backoff: Option<Duration>) {
         let view = self.peers.view();
-        let ready_at = view.since + self.peers.settle();
-        let wait = if view.settled(self.peers.settle(), Instant::now()) {
-            None
-        } else {
-            Some(ready_at)
-        };
+        let now = Instant::now();
+        let settled_at = view.since + self.peers.settle();
+        let mut at = backoff.map(|b| now + b);
+        if !view.settled(self.peers.settle(), now) {
+            at = Some(at.map_or(settled_at, |a| a.max(settled_at)));
+        }
+        let wait = at;
         let store = self.store;
         self.loads.push(Box::pin(async move {
             if let Some(at) = wait {
@@ -110,8 +116,19 @@ impl<'s> Shard<'s> {
         if !view.settled(self.peers.settle(), Instant::now()) {
             // The view changed while this load ran: what it read may predate the old owner's
             // last writes. Read again once the new view has settled.
-            self.start_load(group);
+            self.start_load(group, None);
             return Vec::new();
+        }
+        let attempts = self.loading.get(&group).copied().unwrap_or(1);
+        let mine = view.owner(self.peers.me(), &group) == Owner::Me;
+        if let (true, Err(e)) = (mine, &result) {
+            if e.is_retriable() && attempts < LOAD_ATTEMPTS {
+                let backoff = Duration::from_millis(200 << (attempts - 1));
+                tracing::debug!(group = %group, error = %e, attempt = attempts, "cannot load the group yet; retrying");
+                self.loading.insert(group.clone(), attempts + 1);
+                self.start_load(group, Some(backoff));
+                return Vec::new();
+            }
         }
         self.loading.remove(&group);
         match (view.owner(self.peers.me(), &group), result) {
@@ -127,7 +144,7 @@ impl<'s> Shard<'s> {
                 coordinator.adopt(clock.now(), &group, known.then_some(loaded), out);
             }
             (Owner::Me, Err(e)) => {
-                tracing::warn!(group = %group, error = %e, "cannot load the group from the store; its requests get NOT_COORDINATOR and are retried");
+                tracing::warn!(group = %group, error = %e, attempts, "cannot load the group from the store; its requests get NOT_COORDINATOR and are retried");
             }
             (Owner::Peer(p), _) => {
                 tracing::info!(group = %group, owner = %p, "the group moved to another kelp while it loaded");

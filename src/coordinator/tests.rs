@@ -224,3 +224,60 @@ async fn gateway_offsets_are_imported_once_and_kept_in_kelps_store() {
         "a failed import is retriable"
     );
 }
+
+/// A sharded coordinator in a mesh of one (every group is its own; the view needs no settling).
+fn sharded(store: &Arc<MemoryStore>) -> GroupService {
+    let config = group::Config {
+        initial_rebalance_delay_ms: 0,
+        ..group::Config::default()
+    };
+    let store: Arc<dyn Store> = store.clone();
+    let peers = crate::peers::Peers::new("127.0.0.1:1".into(), Duration::from_millis(50));
+    GroupService::spawn_sharded(config, Arc::new(Metrics::new()), store, peers)
+}
+
+#[tokio::test]
+async fn a_sharded_coordinator_adopts_a_group_from_the_store_on_its_first_request() {
+    let store = Arc::new(MemoryStore::new());
+    let before = service(&store);
+    assert_eq!(commit(&before, "g", 0, 7).await, 0);
+    drop(before);
+    // Nothing is loaded at startup: the group comes from the store when it is asked for.
+    let svc = sharded(&store);
+    assert_eq!(fetch(&svc, "g", 0).await, (0, 7));
+    assert_eq!(commit(&svc, "g", 0, 8).await, 0);
+    assert_eq!(fetch(&svc, "g", 0).await, (0, 8));
+    // A group the store does not know starts empty.
+    assert_eq!(fetch(&svc, "new", 0).await, (0, -1));
+}
+
+#[tokio::test]
+async fn a_sharded_load_is_retried_while_the_store_cannot_be_read() {
+    let store = Arc::new(MemoryStore::new());
+    let before = service(&store);
+    assert_eq!(commit(&before, "g", 0, 7).await, 0);
+    drop(before);
+    store.set_available(false);
+    let svc = sharded(&store);
+    let back = store.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        back.set_available(true);
+    });
+    let started = Instant::now();
+    // Held while the load is retried, then answered from the store: no error reaches the client.
+    assert_eq!(fetch(&svc, "g", 0).await, (0, 7));
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "answered before the store came back"
+    );
+}
+
+#[tokio::test]
+async fn a_sharded_load_that_keeps_failing_is_refused_not_coordinator() {
+    let store = Arc::new(MemoryStore::new());
+    store.set_available(false);
+    let svc = sharded(&store);
+    // After ~3 s of retries the waiting call is refused (clients look the coordinator up again).
+    assert_eq!(fetch(&svc, "g", 0).await.0, 16);
+}
