@@ -240,6 +240,8 @@ fn sharded(store: &Arc<MemoryStore>) -> GroupService {
 async fn a_sharded_coordinator_adopts_a_group_from_the_store_on_its_first_request() {
     let store = Arc::new(MemoryStore::new());
     let before = service(&store);
+    // The unsharded service loads the store at startup: wait for that before committing.
+    assert_eq!(fetch_after_load(&before, "g", 0).await, -1);
     assert_eq!(commit(&before, "g", 0, 7).await, 0);
     drop(before);
     // Nothing is loaded at startup: the group comes from the store when it is asked for.
@@ -255,6 +257,8 @@ async fn a_sharded_coordinator_adopts_a_group_from_the_store_on_its_first_reques
 async fn a_sharded_load_is_retried_while_the_store_cannot_be_read() {
     let store = Arc::new(MemoryStore::new());
     let before = service(&store);
+    // The unsharded service loads the store at startup: wait for that before committing.
+    assert_eq!(fetch_after_load(&before, "g", 0).await, -1);
     assert_eq!(commit(&before, "g", 0, 7).await, 0);
     drop(before);
     store.set_available(false);
