@@ -14,10 +14,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use durable::{
-    commit_offset, commits, committed, committer, generation, metric, not_available,
-    try_create_topic, Script, Stopped,
+    commit_offset, commits, committer, generation, metric, not_available, try_create_topic, Script,
+    Stopped,
 };
-use support::{GroupConsumer, Kelp};
+use support::{committed, GroupConsumer, Kelp};
 
 /// The filer-stop test takes this for writing (the gateway depends on the filer too); every
 /// other test holds it for reading while it runs.

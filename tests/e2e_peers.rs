@@ -25,10 +25,8 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use peers::{
-    acked_max, committed, distinct, ends, metric, wait_count, wait_exact_cover, Cluster, Member,
-};
-use support::{GroupConsumer, Record};
+use peers::{acked_max, distinct, ends, metric, wait_count, wait_exact_cover, Cluster, Member};
+use support::{committed, GroupConsumer, Record};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 

@@ -17,20 +17,11 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use raw::Raw;
-use support::{free_port, wait_until, Kelp};
+use support::{free_port, metric, wait_until, Kelp};
 
 fn kelp(extra: &[&str]) -> Kelp {
     let nowhere = format!("127.0.0.1:{}", free_port());
     Kelp::start_with_backend(&nowhere, extra)
-}
-
-fn metric(k: &Kelp, series: &str) -> f64 {
-    let (_, body) = k.http_get("/metrics");
-    body.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// A connection kelp serves: ApiVersions answered without error.

@@ -16,7 +16,7 @@ use std::time::Duration;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use rustls_pki_types::ServerName;
 
-use support::{create_topic, produce, scratch_dir, stack, wait_until, GroupConsumer, Kelp};
+use support::{create_topic, metric, produce, scratch_dir, stack, wait_until, GroupConsumer, Kelp};
 
 struct Ca {
     cert: rcgen::Certificate,
@@ -91,15 +91,6 @@ fn api_versions_over_tls(
     tls.read_exact(&mut body).map_err(|e| e.to_string())?;
     assert_eq!(&body[..4], &[0, 0, 0, 7], "correlation id");
     Ok(i16::from_be_bytes([body[4], body[5]]))
-}
-
-fn metric(k: &Kelp, series: &str) -> f64 {
-    let (_, body) = k.http_get("/metrics");
-    body.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -103,44 +103,6 @@ pub fn commits(lines: &[String]) -> (BTreeMap<i32, i64>, BTreeMap<i32, i64>, usi
         }
     }
     (acked, tried, n_acked, n_failed)
-}
-
-/// The group's committed offsets as kelp answers OffsetFetch through librdkafka (-1: none);
-/// retried while kelp is still loading (bounded).
-pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("broker.address.family", "v4")
-        .set("group.id", group)
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let start = Instant::now();
-    loop {
-        match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
-            Ok(got) => {
-                return got
-                    .elements()
-                    .iter()
-                    .map(|e| {
-                        let o = match e.offset() {
-                            Offset::Offset(o) => o,
-                            _ => -1,
-                        };
-                        (e.partition(), o)
-                    })
-                    .collect()
-            }
-            Err(e) if start.elapsed() < Duration::from_secs(30) => {
-                eprintln!("OffsetFetch not yet: {e}");
-                thread::sleep(Duration::from_millis(200));
-            }
-            Err(e) => panic!("OffsetFetch of {group} through {bootstrap}: {e}"),
-        }
-    }
 }
 
 /// SIGCONTs the process when dropped, so a failing test never leaves the filer stopped.

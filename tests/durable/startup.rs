@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::committed;
 use crate::shared;
+use crate::support::committed;
 use crate::support::{self, Kelp};
 
 /// kelp's own startup over 10,000 stored groups (3 members each, one offsets file of 3 partitions):

@@ -10,10 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
-
 use crate::support::{self, Kelp};
 
 // ------------------------------------------------------------------------------------------------
@@ -436,15 +432,7 @@ impl Member {
             let _ = c.kill();
             let _ = c.wait();
         }
-        if let Some(r) = self.reader.take() {
-            let start = Instant::now();
-            while !r.is_finished() && start.elapsed() < Duration::from_secs(5) {
-                thread::sleep(Duration::from_millis(10));
-            }
-            if r.is_finished() {
-                let _ = r.join();
-            }
-        }
+        support::join_within(self.reader.take(), Duration::from_secs(5));
     }
 }
 
@@ -511,44 +499,6 @@ pub fn acked_max(members: &[&Member]) -> BTreeMap<i32, i64> {
 
 // ------------------------------------------------------------------------------------------------
 // offsets, covers
-
-/// The group's committed offsets as a kelp answers OffsetFetch through librdkafka (-1: none);
-/// retried on errors for up to 30 s.
-pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("broker.address.family", "v4")
-        .set("group.id", group)
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let start = Instant::now();
-    loop {
-        match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
-            Ok(got) => {
-                return got
-                    .elements()
-                    .iter()
-                    .map(|e| {
-                        let o = match e.offset() {
-                            Offset::Offset(o) => o,
-                            _ => -1,
-                        };
-                        (e.partition(), o)
-                    })
-                    .collect()
-            }
-            Err(e) if start.elapsed() < Duration::from_secs(30) => {
-                eprintln!("OffsetFetch through {bootstrap} not yet: {e}");
-                thread::sleep(Duration::from_millis(200));
-            }
-            Err(e) => panic!("OffsetFetch of {group} through {bootstrap}: {e}"),
-        }
-    }
-}
 
 /// Per partition: one past the highest acknowledged offset.
 pub fn ends(delivered: &[support::Delivered]) -> BTreeMap<i32, i64> {

@@ -25,7 +25,7 @@ use rdkafka::error::{KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::metadata::Metadata;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::{ClientContext, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -502,6 +502,16 @@ impl Drop for Kelp {
 }
 
 /// A bounded HTTP/1.0 GET: (status, body).
+/// The value of the first /metrics sample of `kelp` that starts with `series` (0 if none).
+pub fn metric(k: &Kelp, series: &str) -> f64 {
+    let (_, body) = k.http_get("/metrics");
+    body.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     let sock: SocketAddr = addr.parse().expect("addr");
     let mut s = TcpStream::connect_timeout(&sock, Duration::from_secs(5))
@@ -1096,14 +1106,20 @@ impl PyConsumer {
     }
 
     fn join_reader(&mut self) {
-        if let Some(r) = self.reader.take() {
-            let start = Instant::now();
-            while !r.is_finished() && start.elapsed() < Duration::from_secs(5) {
-                thread::sleep(Duration::from_millis(10));
-            }
-            if r.is_finished() {
-                let _ = r.join();
-            }
+        join_within(self.reader.take(), Duration::from_secs(5));
+    }
+}
+
+/// Joins a child's output reader if it ends within `limit` (it ends when the child's pipe closes);
+/// otherwise leaves it detached.
+pub fn join_within(reader: Option<JoinHandle<()>>, limit: Duration) {
+    if let Some(r) = reader {
+        let start = Instant::now();
+        while !r.is_finished() && start.elapsed() < limit {
+            thread::sleep(Duration::from_millis(10));
+        }
+        if r.is_finished() {
+            let _ = r.join();
         }
     }
 }
@@ -1222,4 +1238,42 @@ pub fn python_ok(script: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The group's committed offsets as kelp answers OffsetFetch through librdkafka (-1: none);
+/// retried while kelp is still loading (bounded).
+pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("broker.address.family", "v4")
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let start = Instant::now();
+    loop {
+        match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+            Ok(got) => {
+                return got
+                    .elements()
+                    .iter()
+                    .map(|e| {
+                        let o = match e.offset() {
+                            Offset::Offset(o) => o,
+                            _ => -1,
+                        };
+                        (e.partition(), o)
+                    })
+                    .collect()
+            }
+            Err(e) if start.elapsed() < Duration::from_secs(30) => {
+                eprintln!("OffsetFetch through {bootstrap} not yet: {e}");
+                thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("OffsetFetch of {group} through {bootstrap}: {e}"),
+        }
+    }
 }
