@@ -207,11 +207,7 @@ fn three_kelps_one_group() {
 fn owner_killed() {
     let _serial = serial();
     let t0 = Instant::now();
-    let mut c = Cluster::new("owner-killed", 3);
-    for i in 0..3 {
-        c.start(i);
-    }
-    c.wait_peers_live(3, Duration::from_secs(30));
+    let mut c = Cluster::running("owner-killed", 3);
     let (topic, group) = ("peers-owner-killed", "g-peers-owner-killed");
     support::create_topic(&c.addr(0), topic, 6);
 
@@ -556,11 +552,7 @@ fn fourth_kelp_joins() {
 fn peer_killed_mid_rebalance() {
     let _serial = serial();
     let t0 = Instant::now();
-    let mut c = Cluster::new("mid-rebalance", 3);
-    for i in 0..3 {
-        c.start(i);
-    }
-    c.wait_peers_live(3, Duration::from_secs(30));
+    let mut c = Cluster::running("mid-rebalance", 3);
     let (topic, group) = ("peers-mid-rebalance", "g-peers-mid-rebalance");
     support::create_topic(&c.addr(0), topic, 6);
     let mut members: Vec<Member> = (0..3)

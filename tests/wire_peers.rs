@@ -67,11 +67,7 @@ fn listed(conn: &mut Raw) -> Vec<String> {
 
 #[test]
 fn batches_and_lists_span_the_mesh() {
-    let mut c = Cluster::new("wire-batches", 3);
-    for i in 0..3 {
-        c.start(i);
-    }
-    c.wait_peers_live(3, Duration::from_secs(30));
+    let c = Cluster::running("wire-batches", 3);
     let groups = owned_groups(&c, "wire-batch", 3);
     let topic = "wire-peers";
     let mut via = [
@@ -191,10 +187,7 @@ fn batches_and_lists_span_the_mesh() {
 
 #[test]
 fn the_peer_listener_refuses_what_its_kelp_does_not_own() {
-    let mut c = Cluster::new("wire-refuse", 2);
-    c.start(0);
-    c.start(1);
-    c.wait_peers_live(2, Duration::from_secs(30));
+    let c = Cluster::running("wire-refuse", 2);
     let groups = owned_groups(&c, "wire-refuse", 2);
     let mut peer0 = Raw::connect(&c.nodes[0].peer);
     peer0

@@ -120,8 +120,8 @@ impl<'s> Shard<'s> {
             return Vec::new();
         }
         let attempts = self.loading.get(&group).copied().unwrap_or(1);
-        let mine = view.owner(self.peers.me(), &group) == Owner::Me;
-        if let (true, Err(e)) = (mine, &result) {
+        let owner = view.owner(self.peers.me(), &group);
+        if let (Owner::Me, Err(e)) = (&owner, &result) {
             if e.is_retriable() && attempts < LOAD_ATTEMPTS {
                 let backoff = Duration::from_millis(200 << (attempts - 1));
                 tracing::debug!(group = %group, error = %e, attempt = attempts, "cannot load the group yet; retrying");
@@ -131,7 +131,7 @@ impl<'s> Shard<'s> {
             }
         }
         self.loading.remove(&group);
-        match (view.owner(self.peers.me(), &group), result) {
+        match (owner, result) {
             (Owner::Me, Ok(loaded)) => {
                 let known = durable::known(&loaded);
                 if known {

@@ -133,40 +133,24 @@ pub fn unanswered(part: &Request, version: i16) -> Response {
 pub fn merge(request: &Request, parts: Vec<Response>) -> Response {
     let order: Vec<&str> = named_groups(request);
     let rank = |g: &str| order.iter().position(|o| *o == g).unwrap_or(usize::MAX);
+    // One batch API: every part's entries in one list, in request order.
+    macro_rules! per_group {
+        ($variant:ident, $body:ident, $list:ident) => {{
+            let mut out = kafka_protocol::messages::$body::default();
+            for p in parts {
+                if let Response::$variant(r) = p {
+                    out.throttle_time_ms = out.throttle_time_ms.max(r.throttle_time_ms);
+                    out.$list.extend(r.$list);
+                }
+            }
+            out.$list.sort_by_key(|g| rank(&g.group_id));
+            Response::$variant(out)
+        }};
+    }
     match request {
-        Request::DescribeGroups(_) => {
-            let mut out = kafka_protocol::messages::DescribeGroupsResponse::default();
-            for p in parts {
-                if let Response::DescribeGroups(r) = p {
-                    out.throttle_time_ms = out.throttle_time_ms.max(r.throttle_time_ms);
-                    out.groups.extend(r.groups);
-                }
-            }
-            out.groups.sort_by_key(|g| rank(&g.group_id));
-            Response::DescribeGroups(out)
-        }
-        Request::DeleteGroups(_) => {
-            let mut out = kafka_protocol::messages::DeleteGroupsResponse::default();
-            for p in parts {
-                if let Response::DeleteGroups(r) = p {
-                    out.throttle_time_ms = out.throttle_time_ms.max(r.throttle_time_ms);
-                    out.results.extend(r.results);
-                }
-            }
-            out.results.sort_by_key(|g| rank(&g.group_id));
-            Response::DeleteGroups(out)
-        }
-        Request::OffsetFetch(_) => {
-            let mut out = kafka_protocol::messages::OffsetFetchResponse::default();
-            for p in parts {
-                if let Response::OffsetFetch(r) = p {
-                    out.throttle_time_ms = out.throttle_time_ms.max(r.throttle_time_ms);
-                    out.groups.extend(r.groups);
-                }
-            }
-            out.groups.sort_by_key(|g| rank(&g.group_id));
-            Response::OffsetFetch(out)
-        }
+        Request::DescribeGroups(_) => per_group!(DescribeGroups, DescribeGroupsResponse, groups),
+        Request::DeleteGroups(_) => per_group!(DeleteGroups, DeleteGroupsResponse, results),
+        Request::OffsetFetch(_) => per_group!(OffsetFetch, OffsetFetchResponse, groups),
         _ => {
             let mut out = kafka_protocol::messages::ListGroupsResponse::default();
             let mut seen = HashSet::new();

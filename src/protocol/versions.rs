@@ -211,30 +211,11 @@ mod tests {
                 .find(|a| a.api_key == ApiKey::JoinGroup as i16)
                 .map(|a| (a.min_version, a.max_version))
         };
-        let full: BackendRanges = ours
-            .iter()
-            .map(|a| {
-                (
-                    a.api_key,
-                    VersionRange {
-                        min: a.min_version,
-                        max: a.max_version,
-                    },
-                )
-            })
-            .collect();
-        let passthrough: BackendRanges = advertised(&gateway_448(), true)
-            .iter()
-            .map(|a| {
-                (
-                    a.api_key,
-                    VersionRange {
-                        min: a.min_version,
-                        max: a.max_version,
-                    },
-                )
-            })
-            .collect();
+        // What a peer's probe keeps of its ApiVersions answer.
+        let answer =
+            |list: Vec<ApiVersion>| ranges_of(&ApiVersionsResponse::default().with_api_keys(list));
+        let full = answer(ours.clone());
+        let passthrough = answer(advertised(&gateway_448(), true));
         // Peers all local: nothing changes.
         assert_eq!(
             cap_group_apis(ours.clone(), &[full.clone(), full.clone()]),

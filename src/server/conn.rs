@@ -350,8 +350,7 @@ impl Conn {
     }
 
     fn on_request(&mut self, frame: Bytes) -> Result<(), Close> {
-        let shared = self.shared.clone();
-        let metrics = &shared.metrics;
+        let metrics = &self.shared.metrics;
         metrics.bytes_client_in.inc_by(frame.len() as u64);
         let body = frame.slice(4..);
         let peek = peek(&body).map_err(Close::Frame)?;
@@ -434,7 +433,7 @@ impl Conn {
                         parts,
                     } => (Path::Peer, self.scatter(&peek, &client_id, request, parts)),
                 };
-                let handles = metrics.api(peek.api_key, path);
+                let handles = self.shared.metrics.api(peek.api_key, path);
                 if let Some(h) = handles {
                     h.requests.inc();
                 }

@@ -77,6 +77,16 @@ impl Cluster {
         }
     }
 
+    /// `n` kelps, all started and seeing each other live (within 30 s).
+    pub fn running(test: &str, n: usize) -> Cluster {
+        let mut c = Cluster::new(test, n);
+        for i in 0..n {
+            c.start(i);
+        }
+        c.wait_peers_live(n, Duration::from_secs(30));
+        c
+    }
+
     /// Starts kelp `i` (client and metrics ports picked by `Kelp::start`).
     pub fn start(&mut self, i: usize) {
         self.start_with(i, &[]);
