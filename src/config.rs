@@ -111,6 +111,23 @@ pub struct Config {
     #[arg(long, env = "KELP_STORE_PREFIX", default_value = "/kelp")]
     pub store_prefix: String,
 
+    /// The filer's gRPC address (http://host:port) for its lock service (ownership leases).
+    /// Default: --filer's host with its port + 10000, SeaweedFS's convention.
+    #[arg(long, env = "KELP_FILER_GRPC")]
+    pub filer_grpc: Option<String>,
+
+    /// Seconds an ownership lease lasts in the filer (renewed every quarter of it; a kelp stops
+    /// serving a quarter of it before it runs out).
+    #[arg(long, env = "KELP_LEASE_TTL_SECS", default_value_t = crate::lease::DEFAULT_TTL_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub lease_ttl_secs: u64,
+
+    /// Buckets the group ids hash into, one ownership lease each. Every kelp on one
+    /// --store-prefix must use the same number.
+    #[arg(long, env = "KELP_LEASE_BUCKETS", default_value_t = crate::lease::DEFAULT_BUCKETS,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub lease_buckets: u32,
+
     /// Most groups with their own metric series; the rest are summed under group="__other__".
     #[arg(long, env = "KELP_MAX_TRACKED_GROUPS", default_value_t = 1000)]
     pub max_tracked_groups: usize,
@@ -150,6 +167,17 @@ impl Config {
                 return Err(format!("--filer {filer:?} is not an http://host:port URL"));
             }
         }
+        if let Some(grpc) = &self.filer_grpc {
+            let host = grpc.strip_prefix("http://").unwrap_or("");
+            if self.filer.is_none() {
+                return Err("--filer-grpc needs --filer".into());
+            }
+            if host.is_empty() || host.starts_with('/') || !host.contains(':') {
+                return Err(format!(
+                    "--filer-grpc {grpc:?} is not an http://host:port URL"
+                ));
+            }
+        }
         if !self.store_prefix.starts_with('/') || self.store_prefix.trim_matches('/').is_empty() {
             return Err(format!(
                 "--store-prefix {:?} is not an absolute directory other than /",
@@ -164,6 +192,19 @@ impl Config {
         self.tls.validate()?;
         self.peer.validate(self.filer.is_some())?;
         Ok(())
+    }
+
+    /// The filer's gRPC address: --filer-grpc, or --filer's port + 10000.
+    pub fn filer_grpc_url(&self) -> Option<String> {
+        if let Some(g) = &self.filer_grpc {
+            return Some(g.clone());
+        }
+        let filer = self.filer.as_deref()?;
+        let hostport = filer.strip_prefix("http://")?.trim_end_matches('/');
+        let (host, port) = hostport.rsplit_once(':')?;
+        let port: u32 = port.parse().ok()?;
+        let grpc = u16::try_from(port + 10_000).ok()?;
+        Some(format!("http://{host}:{grpc}"))
     }
 
     /// The host clients are told to connect to.
@@ -471,6 +512,24 @@ mod tests {
             (c.filer.as_deref(), c.store_prefix.as_str()),
             (Some("http://127.0.0.1:8888"), "/kelp")
         );
+        assert_eq!(
+            c.filer_grpc_url().as_deref(),
+            Some("http://127.0.0.1:18888"),
+            "the filer's gRPC port is its HTTP port + 10000"
+        );
+        assert_eq!((c.lease_ttl_secs, c.lease_buckets), (2, 32));
+        let c = parse(&[
+            "--filer",
+            "http://127.0.0.1:8888",
+            "--filer-grpc",
+            "http://127.0.0.1:9999",
+        ])
+        .unwrap();
+        assert_eq!(c.filer_grpc_url().as_deref(), Some("http://127.0.0.1:9999"));
+        let e = parse(&["--filer-grpc", "http://127.0.0.1:9999"]).unwrap_err();
+        assert!(e.contains("--filer-grpc"), "{e}");
+        let e = parse(&["--filer", "http://127.0.0.1:8888", "--lease-buckets", "0"]).unwrap_err();
+        assert!(e.contains("lease-buckets"), "{e}");
         let e = parse(&[
             "--group-min-session-timeout-ms",
             "9000",

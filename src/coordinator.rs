@@ -28,6 +28,13 @@ use shard::Shard;
 
 type Envelope = (Call, oneshot::Sender<Response>);
 
+/// What a fenced (sharded) actor needs besides the store.
+struct Fencing {
+    peers: Arc<crate::peers::Peers>,
+    leases: Arc<crate::lease::Leases>,
+    wait: std::time::Duration,
+}
+
 /// Handle to the coordinator actor; cheap to clone.
 #[derive(Clone)]
 pub struct GroupService {
@@ -58,20 +65,29 @@ impl GroupService {
         }
     }
 
-    /// Starts the actor for a kelp that shares groups with peers: it serves only the groups the
-    /// view makes its own, each loaded from `store` on its first request (nothing at startup), and
-    /// releases those the view moves elsewhere (`shard.rs`).
+    /// Starts the actor for a kelp whose groups are fenced by ownership leases (`--filer`, with
+    /// or without peers): it serves only the groups whose bucket lease this kelp holds, each
+    /// claimed and loaded from `store` when its lease comes or on its first request, and
+    /// releases them when the lease ends (`shard.rs`). A call waits at most `wait` for its
+    /// groups' lease and load.
     pub fn spawn_sharded(
         mut config: group::Config,
         metrics: Arc<Metrics>,
         store: Arc<dyn Store>,
         peers: Arc<crate::peers::Peers>,
+        leases: Arc<crate::lease::Leases>,
+        wait: std::time::Duration,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         config.durable = true;
         let mut coordinator = Coordinator::new(config);
         coordinator.shard();
-        tokio::spawn(run(coordinator, rx, metrics, Some(store), Some(peers)));
+        let fencing = Some(Fencing {
+            peers,
+            leases,
+            wait,
+        });
+        tokio::spawn(run(coordinator, rx, metrics, Some(store), fencing));
         GroupService {
             tx,
             next_token: Arc::new(AtomicU64::new(1)),
@@ -227,7 +243,7 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Envelope>,
     metrics: Arc<Metrics>,
     store: Option<Arc<dyn Store>>,
-    peers: Option<Arc<crate::peers::Peers>>,
+    fencing: Option<Fencing>,
 ) {
     let clock = Clock::new();
     let mut waiting: HashMap<group::Token, oneshot::Sender<Response>> = HashMap::new();
@@ -235,12 +251,12 @@ async fn run(
     // Operations in flight borrow the store, which this task owns until it ends.
     let mut inflight = store.as_deref().map(Inflight::new);
     let mut outage = Outage::default();
-    // Sharded, groups load one by one as they are asked for; otherwise all of them at startup.
-    let mut shard = match (peers, store.as_deref()) {
-        (Some(peers), Some(s)) => Some(Shard::new(peers, s, metrics.clone())),
+    // Fenced, groups are served under their bucket's lease; otherwise all load at startup.
+    let mut shard = match (fencing, store.as_deref()) {
+        (Some(f), Some(s)) => Some(Shard::new(f.peers, f.leases, s, metrics.clone(), f.wait)),
         _ => None,
     };
-    let mut views = shard.as_ref().map(Shard::views);
+    let mut lease_changes = shard.as_ref().map(|sh| sh.leases().subscribe());
     let mut load = store
         .as_deref()
         .filter(|_| shard.is_none())
@@ -254,39 +270,55 @@ async fn run(
         let deadline = coordinator
             .next_deadline()
             .map(|at| tokio::time::Instant::from_std(clock.instant(at)));
+        let shard_deadline = shard
+            .as_ref()
+            .and_then(|sh| sh.next_deadline(Instant::now()))
+            .map(tokio::time::Instant::from_std);
         let busy = inflight.as_ref().is_some_and(|i| !i.is_empty());
         tokio::select! {
             envelope = rx.recv() => {
                 let Some((call, reply)) = envelope else { return };
                 tracing::trace!(token = call.token, version = call.api_version, request = ?call.request, "group call");
                 waiting.insert(call.token, reply);
-                accept(&mut coordinator, shard.as_mut(), clock.now(), call, &mut out);
+                accept(&mut coordinator, shard.as_mut(), &clock, call, &mut out);
                 // Take whatever else is queued before answering, to batch wake-ups.
                 for _ in 0..256 {
                     let Ok((call, reply)) = rx.try_recv() else { break };
                     tracing::trace!(token = call.token, version = call.api_version, request = ?call.request, "group call");
                     waiting.insert(call.token, reply);
-                    accept(&mut coordinator, shard.as_mut(), clock.now(), call, &mut out);
+                    accept(&mut coordinator, shard.as_mut(), &clock, call, &mut out);
                 }
             }
-            (group, result) = next_group_load(&mut shard), if shard.as_ref().is_some_and(Shard::is_loading) => {
+            done = next_shard_work(&mut shard), if shard.as_ref().is_some_and(Shard::is_busy) => {
                 if let Some(sh) = shard.as_mut() {
-                    for call in sh.loaded(&mut coordinator, &clock, group, result, &mut out) {
+                    sh.reconcile(&mut coordinator, &clock, Instant::now(), &mut out);
+                    for call in sh.finished(&mut coordinator, &clock, done, &mut out) {
                         coordinator.handle(clock.now(), call, &mut out);
                     }
                 }
             }
-            Some(view) = view_change(&mut views), if views.is_some() => {
+            Some(()) = lease_change(&mut lease_changes), if lease_changes.is_some() => {
                 if let Some(sh) = shard.as_mut() {
-                    sh.view_changed(&mut coordinator, &clock, view, &mut out);
+                    sh.reconcile(&mut coordinator, &clock, Instant::now(), &mut out);
                 }
             }
-            _ = sleep_until(deadline) => coordinator.tick(clock.now(), &mut out),
+            _ = sleep_until(shard_deadline), if shard_deadline.is_some() => {
+                if let Some(sh) = shard.as_mut() {
+                    sh.reconcile(&mut coordinator, &clock, Instant::now(), &mut out);
+                }
+            }
+            _ = sleep_until(deadline) => {
+                // Groups whose lease ended go before their timers could answer anything.
+                if let Some(sh) = shard.as_mut() {
+                    sh.reconcile(&mut coordinator, &clock, Instant::now(), &mut out);
+                }
+                coordinator.tick(clock.now(), &mut out);
+            }
             done = next_done(&mut inflight), if busy => {
-                report(&mut coordinator, &clock, &mut outage, done, &mut out);
+                report(&mut coordinator, shard.as_ref(), &clock, &mut outage, &metrics, done, &mut out);
                 for _ in 0..256 {
                     let Some(done) = inflight.as_mut().and_then(Inflight::ready) else { break };
-                    report(&mut coordinator, &clock, &mut outage, done, &mut out);
+                    report(&mut coordinator, shard.as_ref(), &clock, &mut outage, &metrics, done, &mut out);
                 }
             }
             loaded = next_load(&mut load), if load.is_some() => {
@@ -331,7 +363,10 @@ async fn run(
                 }
                 Output::Event(event) => metrics.group_event(&event),
                 Output::Persist(p) => match inflight.as_mut() {
-                    Some(i) => i.persist(p),
+                    Some(i) => {
+                        let term = shard.as_ref().map(|sh| sh.term_of(&p.group));
+                        i.persist(p, term)
+                    }
                     // Not emitted without a store; should it be, the write is lost, not awaited.
                     None => tracing::error!(group = %p.group, "a write without a store"),
                 },
@@ -344,50 +379,53 @@ async fn run(
     }
 }
 
-/// Runs a call now, or (sharded) once its groups are loaded.
+/// Runs a call now, or (fenced) once its groups' leases and loads allow.
 fn accept(
     coordinator: &mut Coordinator,
     shard: Option<&mut Shard<'_>>,
-    now: group::Millis,
+    clock: &Clock,
     call: Call,
     out: &mut Vec<Output>,
 ) {
     let call = match shard {
-        Some(sh) => sh.admit(coordinator, call),
+        Some(sh) => {
+            let now = Instant::now();
+            sh.reconcile_if_due(coordinator, clock, now, out);
+            sh.admit(coordinator, call, now)
+        }
         None => Some(call),
     };
     if let Some(call) = call {
-        coordinator.handle(now, call, out);
+        coordinator.handle(clock.now(), call, out);
     }
 }
 
-async fn next_group_load(
-    shard: &mut Option<Shard<'_>>,
-) -> (String, Result<group::LoadedGroup, crate::store::StoreError>) {
+async fn next_shard_work(shard: &mut Option<Shard<'_>>) -> shard::Finished {
     match shard {
-        Some(sh) => sh.next_load().await,
+        Some(sh) => sh.next().await,
         None => std::future::pending().await,
     }
 }
 
-/// The next view (`None` once the sender is gone).
-async fn view_change(
-    views: &mut Option<tokio::sync::watch::Receiver<Arc<crate::peers::View>>>,
-) -> Option<Arc<crate::peers::View>> {
-    match views {
-        Some(rx) => {
-            rx.changed().await.ok()?;
-            Some(rx.borrow_and_update().clone())
-        }
+/// The next lease publication (`None` once the lease task is gone).
+async fn lease_change(changes: &mut Option<tokio::sync::watch::Receiver<u64>>) -> Option<()> {
+    match changes {
+        Some(rx) => rx.changed().await.ok(),
         None => std::future::pending().await,
     }
 }
 
 /// Hands a finished store operation back to the coordinator.
+///
+/// Fenced, a write is acknowledged only if the lease it was issued under is still held: once a
+/// lease ends another kelp may claim the group and never read this write, so the client must not
+/// be told it is durable (it gets COORDINATOR_NOT_AVAILABLE and retries at the new owner).
 fn report(
     coordinator: &mut Coordinator,
+    shard: Option<&Shard<'_>>,
     clock: &Clock,
     outage: &mut Outage,
+    metrics: &Metrics,
     done: Done,
     out: &mut Vec<Output>,
 ) {
@@ -396,9 +434,19 @@ fn report(
             id,
             group,
             kind,
+            term,
             result,
         } => {
+            let fenced = match (shard, term) {
+                (Some(sh), Some(term)) => !sh.acknowledgeable(&group, term, Instant::now()),
+                _ => false,
+            };
             let outcome = match result {
+                Ok(()) if fenced => {
+                    metrics.lease.fenced_writes.inc();
+                    tracing::info!(group = %group, what = kind, "a write completed after its ownership lease ended; not acknowledged (COORDINATOR_NOT_AVAILABLE)");
+                    Err(durable::COORDINATOR_NOT_AVAILABLE)
+                }
                 Ok(()) => {
                     outage.succeeded();
                     Ok(())

@@ -103,6 +103,7 @@ fn open_store(config: &Config) -> Option<Arc<dyn kelp::store::Store>> {
     };
     let mut filer = kelp::store::FilerConfig::new(url.clone());
     filer.prefix = config.store_prefix.clone();
+    filer.owner = lease_owner(config);
     match kelp::store::FilerStore::new(filer) {
         Ok(store) => {
             tracing::info!(filer = %url, prefix = %config.store_prefix, "offsets and group records are kept in the filer");
@@ -161,14 +162,19 @@ async fn run(mut config: Config) {
         _ => None,
     };
     let peers = start_peers(&config, &metrics).await;
-    let groups = match (&peers, &store) {
-        (Some(side), Some(store)) => GroupService::spawn_sharded(
-            config.group_config(),
-            metrics.clone(),
-            store.clone(),
-            side.peers.clone(),
-        ),
-        _ => GroupService::spawn_with_store(config.group_config(), metrics.clone(), store.clone()),
+    let groups = match &store {
+        Some(store) => {
+            let (peers, leases, wait) = start_leases(&config, peers.as_ref(), &metrics);
+            GroupService::spawn_sharded(
+                config.group_config(),
+                metrics.clone(),
+                store.clone(),
+                peers,
+                leases,
+                wait,
+            )
+        }
+        None => GroupService::spawn_with_store(config.group_config(), metrics.clone(), None),
     };
     let shared = Arc::new(Shared {
         groups,
@@ -227,6 +233,61 @@ async fn run(mut config: Config) {
     drain(&shared).await;
 }
 
+/// This kelp's name in the filer's lock service and epoch markers: its peer address, or (alone)
+/// its advertised client address.
+fn lease_owner(config: &Config) -> String {
+    config
+        .peer
+        .advertised()
+        .filter(|_| config.peer.enabled())
+        .unwrap_or_else(|| format!("{}:{}", config.advertised_host(), config.advertised_port()))
+}
+
+/// With `--filer`: ownership leases on the filer's lock service (issue 15), one per bucket of
+/// group ids, taken for the buckets the peer view prefers this kelp for (all of them without
+/// peers). Returns the view, the lease table and how long a call may wait for a lease.
+fn start_leases(
+    config: &Config,
+    side: Option<&kelp::server::PeerSide>,
+    metrics: &Arc<Metrics>,
+) -> (Arc<kelp::peers::Peers>, Arc<kelp::lease::Leases>, Duration) {
+    use kelp::lease::{DriverConfig, Leases, LockClient, Timing};
+    let ttl = Duration::from_secs(config.lease_ttl_secs);
+    let timing = Timing::from_ttl(ttl);
+    let peers = match side {
+        Some(side) => side.peers.clone(),
+        None => kelp::peers::Peers::with_buckets(
+            lease_owner(config),
+            Duration::from_millis(config.peer.peer_probe_interval_ms),
+            config.lease_buckets,
+        ),
+    };
+    let Some(url) = config.filer_grpc_url() else {
+        eprintln!(
+            "kelp: --filer {:?}: cannot derive the filer's gRPC address; set --filer-grpc",
+            config.filer
+        );
+        std::process::exit(2);
+    };
+    let client = LockClient::new(&url, lease_owner(config), timing.round).unwrap_or_else(|e| {
+        eprintln!("kelp: --filer-grpc: {e}");
+        std::process::exit(2);
+    });
+    let leases = Arc::new(Leases::new(config.lease_buckets));
+    kelp::lease::spawn(
+        DriverConfig {
+            client,
+            timing,
+            namespace: format!("kelp{}", config.store_prefix.trim_end_matches('/')),
+        },
+        leases.clone(),
+        peers.clone(),
+        metrics.clone(),
+    );
+    tracing::info!(filer_grpc = %url, ttl_secs = config.lease_ttl_secs, buckets = config.lease_buckets, owner = %lease_owner(config), "groups are served under ownership leases in the filer's lock service");
+    (peers, leases, ttl + Duration::from_secs(3))
+}
+
 /// With `--peers`/`--peer-dns`: the peers' view, probed once before kelp serves anything (bounded
 /// by the probe timeout) and then every `--peer-probe-interval-ms`.
 async fn start_peers(config: &Config, metrics: &Arc<Metrics>) -> Option<kelp::server::PeerSide> {
@@ -237,7 +298,7 @@ async fn start_peers(config: &Config, metrics: &Arc<Metrics>) -> Option<kelp::se
     }
     let me = flags.advertised()?;
     let probe_every = Duration::from_millis(flags.peer_probe_interval_ms);
-    let peers = Peers::new(me.clone(), probe_every);
+    let peers = Peers::with_buckets(me.clone(), probe_every, config.lease_buckets);
     let resolver: Box<dyn Resolve> = match &flags.peer_dns {
         Some(name) => Box::new(Dns(name.clone())),
         None => Box::new(Static(flags.peers.clone())),

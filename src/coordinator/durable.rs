@@ -166,6 +166,8 @@ pub(super) enum Done {
         id: group::WriteId,
         group: String,
         kind: &'static str,
+        /// The ownership term it was issued in (fenced actors only).
+        term: Option<u64>,
         result: Result<(), StoreError>,
     },
     Imported {
@@ -195,8 +197,9 @@ impl<'s> Inflight<'s> {
         self.running.is_empty()
     }
 
-    /// Starts a write: the store method is called now, so call order is apply order.
-    pub(super) fn persist(&mut self, p: Persist) {
+    /// Starts a write: the store method is called now, so call order is apply order. `term`:
+    /// the ownership term it is issued in (fenced actors).
+    pub(super) fn persist(&mut self, p: Persist, term: Option<u64>) {
         let Persist { id, group, write } = p;
         let s = self.store;
         let (kind, fut) = match write {
@@ -214,6 +217,7 @@ impl<'s> Inflight<'s> {
                 id,
                 group,
                 kind,
+                term,
                 result,
             }
         }));
@@ -333,6 +337,14 @@ pub(super) async fn load_one(store: &dyn Store, id: String) -> Result<LoadedGrou
         record,
         offsets: entries_from_store(offsets),
     })
+}
+
+/// Claims one group for this kelp's writes (a new ownership epoch, `store::Store::claim`), then
+/// loads what the claim read.
+pub(super) async fn claim_one(store: &dyn Store, id: String) -> Result<LoadedGroup, StoreError> {
+    let epoch = store.claim(&id).await?;
+    tracing::debug!(group = %id, epoch, "claimed the group in the store");
+    load_one(store, id).await
 }
 
 /// A load that starts after `delay`.

@@ -17,6 +17,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::GroupService;
 use crate::group::{self, Request, Response};
+use crate::lease::{Leases, Window};
 use crate::metrics::Metrics;
 use crate::store::{self, MemoryStore, Store, StoredGroup};
 
@@ -225,15 +226,42 @@ async fn gateway_offsets_are_imported_once_and_kept_in_kelps_store() {
     );
 }
 
-/// A sharded coordinator in a mesh of one (every group is its own; the view needs no settling).
+/// A fenced coordinator in a mesh of one holding every lease for good.
 fn sharded(store: &Arc<MemoryStore>) -> GroupService {
+    fenced(
+        store,
+        Arc::new(Leases::granted(32)),
+        Duration::from_secs(10),
+    )
+    .0
+}
+
+/// A fenced coordinator in a mesh of one under `leases`; calls wait at most `wait` for them.
+fn fenced(
+    store: &Arc<MemoryStore>,
+    leases: Arc<Leases>,
+    wait: Duration,
+) -> (GroupService, Arc<Metrics>) {
     let config = group::Config {
         initial_rebalance_delay_ms: 0,
         ..group::Config::default()
     };
     let store: Arc<dyn Store> = store.clone();
     let peers = crate::peers::Peers::new("127.0.0.1:1".into(), Duration::from_millis(50));
-    GroupService::spawn_sharded(config, Arc::new(Metrics::new()), store, peers)
+    let metrics = Arc::new(Metrics::new());
+    let svc = GroupService::spawn_sharded(config, metrics.clone(), store, peers, leases, wait);
+    (svc, metrics)
+}
+
+/// `group`'s bucket held in `term` from now for `for_ms` (0: not held).
+fn hold(leases: &Leases, group: &str, term: u64, for_ms: u64) {
+    let now = Instant::now();
+    let window = Window {
+        term,
+        from: (for_ms > 0).then_some(now),
+        until: (for_ms > 0).then(|| now + Duration::from_millis(for_ms)),
+    };
+    leases.publish(vec![(leases.bucket_of(group), window)]);
 }
 
 #[tokio::test]
@@ -278,10 +306,80 @@ async fn a_sharded_load_is_retried_while_the_store_cannot_be_read() {
 }
 
 #[tokio::test]
-async fn a_sharded_load_that_keeps_failing_is_refused_not_coordinator() {
+async fn a_sharded_load_that_keeps_failing_is_refused_coordinator_not_available() {
     let store = Arc::new(MemoryStore::new());
     store.set_available(false);
     let svc = sharded(&store);
-    // After ~3 s of retries the waiting call is refused (clients look the coordinator up again).
-    assert_eq!(fetch(&svc, "g", 0).await.0, 16);
+    // After ~3 s of retries the waiting call is refused (retriable: clients ask again).
+    assert_eq!(fetch(&svc, "g", 0).await.0, 15);
+}
+
+#[tokio::test]
+async fn a_group_whose_lease_this_kelp_does_not_hold_is_never_served() {
+    let store = Arc::new(MemoryStore::new());
+    let leases = Arc::new(Leases::new(32));
+    let (svc, _) = fenced(&store, leases, Duration::from_millis(300));
+    // Preferred (a mesh of one) but not held: the call waits for the lease, then gets 15.
+    let started = Instant::now();
+    assert_eq!(commit(&svc, "g", 0, 7).await, 15);
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert_eq!(store.writes(), 0, "nothing written without the lease");
+}
+
+#[tokio::test]
+async fn a_call_waiting_for_its_lease_runs_once_the_lease_comes() {
+    let store = Arc::new(MemoryStore::new());
+    let leases = Arc::new(Leases::new(32));
+    let (svc, _) = fenced(&store, leases.clone(), Duration::from_secs(5));
+    let later = leases.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        hold(&later, "g", 1, 60_000);
+    });
+    let started = Instant::now();
+    assert_eq!(commit(&svc, "g", 0, 7).await, 0);
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "answered before the lease"
+    );
+    assert_eq!(store.epoch_of("g"), 1, "claimed once in the store");
+}
+
+#[tokio::test]
+async fn a_lease_that_ends_releases_its_groups_and_a_new_term_claims_them_again() {
+    let store = Arc::new(MemoryStore::new());
+    let leases = Arc::new(Leases::new(32));
+    hold(&leases, "g", 1, 60_000);
+    let (svc, metrics) = fenced(&store, leases.clone(), Duration::from_millis(300));
+    assert_eq!(commit(&svc, "g", 0, 7).await, 0);
+    // The lease ends: the group is released at once and its calls are no longer served.
+    hold(&leases, "g", 1, 0);
+    assert_eq!(fetch(&svc, "g", 0).await.0, 15);
+    assert_eq!(
+        metrics.ownership_moves.with_label_values(&["out"]).get(),
+        1,
+        "released"
+    );
+    // Another term: claimed and loaded again from the store.
+    hold(&leases, "g", 2, 60_000);
+    assert_eq!(fetch(&svc, "g", 0).await, (0, 7));
+    assert_eq!(store.epoch_of("g"), 2);
+    assert_eq!(metrics.lease.unleased_serving.get(), 0.0);
+}
+
+#[tokio::test]
+async fn a_lease_running_out_releases_its_groups_before_the_deadline() {
+    let store = Arc::new(MemoryStore::new());
+    let leases = Arc::new(Leases::new(32));
+    hold(&leases, "g", 1, 400);
+    let (svc, metrics) = fenced(&store, leases.clone(), Duration::from_millis(100));
+    assert_eq!(commit(&svc, "g", 0, 7).await, 0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        metrics.ownership_moves.with_label_values(&["out"]).get(),
+        1,
+        "released by the timer, without a request"
+    );
+    assert_eq!(commit(&svc, "g", 0, 8).await, 15);
+    assert_eq!(metrics.lease.unleased_serving.get(), 0.0);
 }

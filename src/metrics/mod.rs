@@ -3,6 +3,7 @@
 //! The per-group series live in `group.rs`.
 
 pub mod group;
+pub mod lease;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -93,6 +94,8 @@ pub struct Metrics {
     pub peer_view_changes: IntCounter,
     /// `kelp_group_ownership_moves_total{direction}`: groups adopted (`in`) and released (`out`).
     pub ownership_moves: IntCounterVec,
+    /// Ownership leases (`lease.rs`).
+    pub lease: lease::LeaseMetrics,
 }
 
 fn api_name(api: ApiKey) -> String {
@@ -228,6 +231,7 @@ impl Metrics {
                 &["direction"],
             )
             .expect("static metric"),
+            lease: lease::LeaseMetrics::new(&registry),
             registry,
             groups,
         };

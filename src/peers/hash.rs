@@ -27,6 +27,22 @@ pub fn owner<'a>(peers: &'a [String], group: &str) -> Option<&'a str> {
         .map(|(_, std::cmp::Reverse(p))| p)
 }
 
+/// The lease bucket of `group` among `buckets` (at least 1): groups share an ownership lease per
+/// bucket, so the lease traffic does not grow with the number of groups.
+pub fn bucket(group: &str, buckets: u32) -> u32 {
+    (weight("bucket", group) % u64::from(buckets.max(1))) as u32
+}
+
+/// The rendezvous key of a bucket: every group of the bucket has the same preferred owner.
+pub fn bucket_key(bucket: u32) -> String {
+    format!("bucket-{bucket}")
+}
+
+/// The preferred owner of `group` among `peers`: the owner of its bucket.
+pub fn group_owner<'a>(peers: &'a [String], group: &str, buckets: u32) -> Option<&'a str> {
+    owner(peers, &bucket_key(bucket(group, buckets)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +100,31 @@ mod tests {
                 assert_eq!(with4, with3, "{g} moved though its owner stayed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod bucket_tests {
+    use super::*;
+
+    #[test]
+    fn buckets_spread_groups_and_every_group_of_a_bucket_has_one_owner() {
+        let mut counts = vec![0u32; 32];
+        for i in 0..32_000 {
+            counts[bucket(&format!("group-{i}"), 32) as usize] += 1;
+        }
+        assert!(
+            counts.iter().all(|&n| (800..1200).contains(&n)),
+            "{counts:?}"
+        );
+        let peers: Vec<String> = (0..3).map(|i| format!("10.0.0.{i}:9094")).collect();
+        for i in 0..1000 {
+            let g = format!("g-{i}");
+            assert_eq!(
+                group_owner(&peers, &g, 32),
+                owner(&peers, &bucket_key(bucket(&g, 32)))
+            );
+        }
+        assert_eq!(bucket("anything", 0), 0, "no buckets means one");
     }
 }

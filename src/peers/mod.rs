@@ -42,6 +42,8 @@ pub struct View {
     pub since: Instant,
     /// 1 for the first view, then one more per change.
     pub version: u64,
+    /// Lease buckets the group ids hash into (ownership is per bucket).
+    pub buckets: u32,
 }
 
 /// Who owns a group.
@@ -62,13 +64,20 @@ pub struct Peers {
 }
 
 impl Peers {
-    /// `me`: this kelp's peer address as the others list it.
+    /// `me`: this kelp's peer address as the others list it; groups hash into the default
+    /// number of lease buckets.
     pub fn new(me: String, probe_interval: Duration) -> Arc<Peers> {
+        Peers::with_buckets(me, probe_interval, crate::lease::DEFAULT_BUCKETS)
+    }
+
+    /// Like `new`, with `buckets` lease buckets (`--lease-buckets`, the same on every kelp).
+    pub fn with_buckets(me: String, probe_interval: Duration, buckets: u32) -> Arc<Peers> {
         let me = canonical(&me);
         let first = Arc::new(View {
             live: vec![me.clone()],
             since: Instant::now(),
             version: 1,
+            buckets: buckets.max(1),
         });
         let (changes, _) = watch::channel(first.clone());
         Arc::new(Peers {
@@ -124,6 +133,7 @@ impl Peers {
             live,
             since: Instant::now(),
             version: current.version + 1,
+            buckets: current.buckets,
         });
         tracing::info!(live = ?view.live, version = view.version, "peer view changed: group ownership follows");
         metrics.peer_view_changes.inc();
@@ -134,9 +144,10 @@ impl Peers {
 }
 
 impl View {
-    /// The owner of `group` in this view.
+    /// The preferred owner of `group` in this view: the live peer rendezvous hashing picks for
+    /// the group's lease bucket. Only the holder of that bucket's lease serves the group.
     pub fn owner(&self, me: &str, group: &str) -> Owner {
-        match hash::owner(&self.live, group) {
+        match hash::group_owner(&self.live, group, self.buckets) {
             Some(p) if p != me => Owner::Peer(p.to_string()),
             _ => Owner::Me,
         }

@@ -90,7 +90,7 @@ async fn every_peer_names_the_same_owner() {
         assert_eq!(named.len(), 1, "{g}: {named:?}");
         let owner = named.into_iter().next().unwrap();
         assert_eq!(
-            hash::owner(&[A.into(), B.into(), C.into()], &g),
+            hash::group_owner(&[A.into(), B.into(), C.into()], &g, 32),
             Some(owner.as_str())
         );
     }
@@ -179,6 +179,7 @@ fn a_moved_group_waits_for_the_view_to_settle() {
         live: vec![A.into()],
         since: start,
         version: 1,
+        buckets: 32,
     };
     assert!(
         first.settled(Duration::from_secs(1), start),
@@ -188,6 +189,7 @@ fn a_moved_group_waits_for_the_view_to_settle() {
         live: vec![A.into(), B.into()],
         since: start,
         version: 2,
+        buckets: 32,
     };
     assert!(!next.settled(Duration::from_secs(1), start + Duration::from_millis(999)));
     assert!(next.settled(Duration::from_secs(1), start + Duration::from_secs(1)));

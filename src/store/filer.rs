@@ -3,9 +3,13 @@
 //!
 //! Layout under the prefix (default `/kelp`), names encoded by [`super::escape::encode_name`]:
 //! ```text
-//! <prefix>/groups/<group>/group.bin                the group record (opaque bytes, see StoredGroup)
-//! <prefix>/groups/<group>/offsets/<topic>/<seq>    that topic's committed offsets (codec.rs format)
+//! <prefix>/groups/<group>/epoch/<E>                        ownership claims (fence.rs), highest wins
+//! <prefix>/groups/<group>/record/<E>-<seq>                 the group record (opaque bytes, see StoredGroup)
+//! <prefix>/groups/<group>/offsets/<topic>/<E>-<seq>        that topic's committed offsets (codec.rs format)
+//! <prefix>/groups/<group>/group.bin, offsets/<topic>/<seq> the same, written before epochs (epoch 0)
 //! ```
+//! Every file carries the ownership epoch of the kelp that wrote it; `claim` starts a new epoch
+//! and readers ignore what an earlier owner wrote after it (fence.rs).
 //! A topic's offsets are one small file holding every partition, so a commit is one PUT per topic
 //! (several topics: concurrent PUTs). The file is **written once**: each write goes to a new name,
 //! `<seq>` = 20 decimal digits, strictly increasing (at least the wall clock in µs, and above any
@@ -14,8 +18,7 @@
 //! and closed the connection (verified with SIGSTOP/SIGCONT), so a file overwritten in place could
 //! be rolled back by a late, never-acknowledged write; with increasing names a late write lands
 //! under an older seq and is ignored. Removing every partition of a topic writes an empty file
-//! (a tombstone), for the same reason. The group record is overwritten in place: a late write
-//! there can only bring back an older generation, which costs a rebalance, not an offset.
+//! (a tombstone), for the same reason. The group record is written once per change the same way.
 //!
 //! The store keeps each topic's current file in memory while it writes the group, so a commit
 //! is a single PUT. That copy is only right while this store is the group's sole writer, which
@@ -34,20 +37,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use tokio::runtime::Handle;
 
 use super::codec::{decode_offsets, encode_offsets};
 use super::escape::{decode_name, encode_name, url_encode, url_segment, MAX_SEGMENT_BYTES};
+use super::fence::{self, Claim, Manifest, Scope, Stamp};
 use super::filer_http::{FilerHttp, HttpSettings};
 use super::gateway::import_offsets;
 use super::order::KeyedQueue;
 use super::{CommittedOffset, GroupRecord, Store, StoreError, StoreFuture, TopicPartitionOffsets};
 
-const RECORD_FILE: &str = "group.bin";
+const RECORD_DIR: &str = "record";
+const EPOCH_DIR: &str = "epoch";
 const OFFSETS_DIR: &str = "offsets";
-/// Digits of a sequence file name (u64::MAX has 20), zero-padded so names sort by number.
-const SEQ_DIGITS: usize = 20;
 /// Parallel reads while loading one group's topics.
 const LOAD_CONCURRENCY: usize = 16;
 
@@ -68,6 +72,8 @@ pub struct FilerConfig {
     pub max_in_flight: usize,
     /// Entries per listing page.
     pub list_page_size: usize,
+    /// Who claims groups through this store (named in the epoch markers).
+    pub owner: String,
 }
 
 impl FilerConfig {
@@ -80,6 +86,7 @@ impl FilerConfig {
             read_attempts: 3,
             max_in_flight: 64,
             list_page_size: 1000,
+            owner: String::new(),
         }
     }
 }
@@ -96,8 +103,14 @@ type Partitions = BTreeMap<i32, CommittedOffset>;
 #[derive(Default)]
 struct TopicFile {
     partitions: Partitions,
-    /// The seq of the file holding `partitions` (none written yet: `None`).
-    live: Option<u64>,
+    /// The name of the file holding `partitions` (none written yet: `None`).
+    live: Option<String>,
+}
+
+/// A group's state as one claim read it, handed to the loads that follow the claim.
+struct Fresh {
+    record: Option<GroupRecord>,
+    topics: HashMap<String, TopicFile>,
 }
 
 struct Inner {
@@ -111,6 +124,13 @@ struct Inner {
     cache: Mutex<HashMap<String, HashMap<String, TopicFile>>>,
     /// The last sequence number handed out (by any group).
     last_seq: AtomicU64,
+    /// group → the claim this store writes it under (none: epoch 0, unfenced).
+    claims: Mutex<HashMap<String, Claim>>,
+    /// group → what its claim read, until the loads take it.
+    fresh: Mutex<HashMap<String, Fresh>>,
+    /// The group record file each group's next write supersedes.
+    records: Mutex<HashMap<String, String>>,
+    owner: String,
 }
 
 impl FilerStore {
@@ -135,6 +155,10 @@ impl FilerStore {
             gateway_root: dir_path(&config.gateway_offsets_root),
             cache: Mutex::new(HashMap::new()),
             last_seq: AtomicU64::new(0),
+            claims: Mutex::new(HashMap::new()),
+            fresh: Mutex::new(HashMap::new()),
+            records: Mutex::new(HashMap::new()),
+            owner: config.owner.clone(),
         };
         Ok(FilerStore {
             inner: Arc::new(inner),
@@ -176,13 +200,8 @@ fn segment(kind: &str, name: &str) -> Result<String, StoreError> {
     Ok(url_segment(&enc))
 }
 
-fn seq_name(seq: u64) -> String {
-    format!("{seq:0width$}", width = SEQ_DIGITS)
-}
-
-fn parse_seq(name: &str) -> Option<u64> {
-    (name.len() == SEQ_DIGITS && name.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| name.parse().ok())?
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Inner {
@@ -239,21 +258,76 @@ impl Inner {
         ))
     }
 
-    /// Reads a topic's newest file (and discards older ones). A missing topic is empty.
-    async fn read_topic(&self, dir: &str, topic: &str) -> Result<TopicFile, StoreError> {
+    /// The claim `group` is written under by this store, if any.
+    fn claim_of(&self, group: &str) -> Option<Claim> {
+        locked(&self.claims).get(group).cloned()
+    }
+
+    /// The epoch this store writes `group` in (0 when it never claimed it).
+    fn epoch_of(&self, group: &str) -> u64 {
+        locked(&self.claims).get(group).map_or(0, |c| c.epoch)
+    }
+
+    /// The claim readers follow: this store's own, or else the highest marker in the filer.
+    async fn reading_claim(&self, group: &str) -> Result<Option<Claim>, StoreError> {
+        if let Some(c) = self.claim_of(group) {
+            return Ok(Some(c));
+        }
+        Ok(self.latest_marker(group).await?.map(|(c, _)| c))
+    }
+
+    /// The highest epoch marker of `group` and every marker's epoch.
+    async fn latest_marker(&self, group: &str) -> Result<Option<(Claim, Vec<u64>)>, StoreError> {
+        let dir = format!("{}/{EPOCH_DIR}", self.group_dir(group)?);
+        let Some(entries) = self.http.list(&dir).await? else {
+            return Ok(None);
+        };
+        let mut epochs: Vec<u64> = entries
+            .iter()
+            .filter(|e| !e.is_dir)
+            .filter_map(|e| fence::parse_marker(&e.name))
+            .collect();
+        epochs.sort_unstable();
+        let Some(&top) = epochs.last() else {
+            return Ok(None);
+        };
+        let path = format!("{dir}/{}", fence::marker_name(top));
+        let Some(body) = self.http.get(&path).await? else {
+            return Err(StoreError::Unavailable(format!(
+                "{path} vanished between listing and reading"
+            )));
+        };
+        let claim = Claim::decode(top, &body).map_err(StoreError::Corrupt)?;
+        Ok(Some((claim, epochs)))
+    }
+
+    /// Reads a topic's live file under `claim` (and discards superseded ones). A missing topic
+    /// is empty.
+    async fn read_topic(
+        &self,
+        dir: &str,
+        topic: &str,
+        claim: Option<&Claim>,
+    ) -> Result<TopicFile, StoreError> {
         let Some(entries) = self.http.list(dir).await? else {
             return Ok(TopicFile::default());
         };
-        let mut seqs: Vec<u64> = entries
-            .iter()
-            .filter(|e| !e.is_dir)
-            .filter_map(|e| parse_seq(&e.name))
-            .collect();
-        seqs.sort_unstable();
-        let Some(&live) = seqs.last() else {
+        let enc = encode_name(topic);
+        let picked = fence::pick(
+            entries
+                .iter()
+                .filter(|e| !e.is_dir)
+                .map(|e| e.name.as_str()),
+            claim,
+            Scope::Topic(&enc),
+        );
+        if !picked.ignored.is_empty() {
+            tracing::info!(dir = %dir, ignored = ?picked.ignored, "ignoring offsets files an earlier owner wrote after the group was claimed");
+        }
+        let Some((_, live)) = picked.live else {
             return Ok(TopicFile::default());
         };
-        let path = format!("{dir}/{}", seq_name(live));
+        let path = format!("{dir}/{live}");
         let Some(body) = self.http.get(&path).await? else {
             return Err(StoreError::Unavailable(format!(
                 "{path} vanished between listing and reading"
@@ -266,12 +340,12 @@ impl Inner {
                 "{path} holds offsets of topic {named:?}, not {topic:?}"
             )));
         }
-        for old in &seqs[..seqs.len() - 1] {
-            self.discard(format!("{dir}/{}", seq_name(*old)));
+        for old in picked.older {
+            self.discard(format!("{dir}/{old}"));
         }
         Ok(TopicFile {
             partitions: parts.into_iter().collect(),
-            live: Some(live),
+            live: Some(live.to_string()),
         })
     }
 
@@ -291,16 +365,27 @@ impl Inner {
             .and_then(|topics| topics.remove(topic));
         let mut file = match cached {
             Some(f) => f,
-            None => self.read_topic(&dir, topic).await?,
+            None => {
+                let claim = self.reading_claim(group).await?;
+                self.read_topic(&dir, topic, claim.as_ref()).await?
+            }
         };
         if change(&mut file.partitions) && !(file.live.is_none() && file.partitions.is_empty()) {
-            let seq = self.next_seq(file.live.unwrap_or(0));
+            let floor = file
+                .live
+                .as_deref()
+                .and_then(Stamp::parse)
+                .map_or(0, |s| s.seq);
+            let stamp = Stamp {
+                epoch: self.epoch_of(group),
+                seq: self.next_seq(floor),
+            };
             let body = encode_offsets(topic, file.partitions.iter().map(|(p, o)| (*p, o)));
             self.http
-                .put(&format!("{dir}/{}", seq_name(seq)), body)
+                .put(&format!("{dir}/{}", stamp.name()), body)
                 .await?;
-            if let Some(old) = file.live.replace(seq) {
-                self.discard(format!("{dir}/{}", seq_name(old)));
+            if let Some(old) = file.live.replace(stamp.name()) {
+                self.discard(format!("{dir}/{old}"));
             }
         }
         self.cache()
@@ -355,11 +440,15 @@ impl Inner {
             .collect()
     }
 
-    async fn load_offsets(&self, group: &str) -> Result<TopicPartitionOffsets, StoreError> {
-        self.cache().remove(group);
+    /// Every topic's live file of `group` under `claim`.
+    async fn read_topics(
+        &self,
+        group: &str,
+        claim: Option<&Claim>,
+    ) -> Result<HashMap<String, TopicFile>, StoreError> {
         let dir = format!("{}/{OFFSETS_DIR}", self.group_dir(group)?);
         let Some(entries) = self.http.list(&dir).await? else {
-            return Ok(Vec::new());
+            return Ok(HashMap::new());
         };
         let topics: Vec<String> = entries
             .into_iter()
@@ -372,45 +461,190 @@ impl Inner {
                 topic
             })
             .collect();
-        let loaded: Vec<(String, TopicFile)> = stream::iter(topics)
+        stream::iter(topics)
             .map(|topic| async move {
                 let file = self
-                    .read_topic(&self.topic_dir(group, &topic)?, &topic)
+                    .read_topic(&self.topic_dir(group, &topic)?, &topic, claim)
                     .await?;
                 Ok::<_, StoreError>((topic, file))
             })
             .buffer_unordered(LOAD_CONCURRENCY)
             .try_collect()
+            .await
+    }
+
+    /// The live record file of `group` under `claim`: its name and contents.
+    async fn read_record(
+        &self,
+        group: &str,
+        claim: Option<&Claim>,
+    ) -> Result<Option<(String, GroupRecord)>, StoreError> {
+        let gdir = self.group_dir(group)?;
+        let dir = format!("{gdir}/{RECORD_DIR}");
+        let names: Vec<String> = self
+            .http
+            .list(&dir)
+            .await?
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| !e.is_dir)
+            .map(|e| e.name)
+            .collect();
+        let picked = fence::pick(names.iter().map(String::as_str), claim, Scope::Record);
+        if !picked.ignored.is_empty() {
+            tracing::info!(group = %group, ignored = ?picked.ignored, "ignoring group records an earlier owner wrote after the group was claimed");
+        }
+        if let Some((_, live)) = picked.live {
+            let path = format!("{dir}/{live}");
+            for old in picked.older {
+                self.discard(format!("{dir}/{old}"));
+            }
+            return match self.http.get(&path).await? {
+                Some(body) => Ok(Some((format!("{RECORD_DIR}/{live}"), body))),
+                None => Err(StoreError::Unavailable(format!(
+                    "{path} vanished between listing and reading"
+                ))),
+            };
+        }
+        // Written before epochs: the in-place record, if the claim admits it.
+        let legacy = fence::LEGACY_RECORD;
+        let admitted =
+            claim.is_none_or(|c| c.admits(Scope::Record, legacy, Stamp { epoch: 0, seq: 0 }));
+        if !admitted {
+            return Ok(None);
+        }
+        Ok(self
+            .http
+            .get(&format!("{gdir}/{legacy}"))
+            .await?
+            .map(|body| (legacy.to_string(), body)))
+    }
+
+    /// Starts a new ownership epoch of `group` for this store: reads the group as the latest
+    /// claim left it, then writes the next marker naming what it read. Writes after this carry
+    /// the new epoch; what an earlier owner writes from now on is never read.
+    async fn claim(&self, group: &str) -> Result<u64, StoreError> {
+        let previous = self.latest_marker(group).await?;
+        let (before, epochs) = match previous {
+            Some((c, e)) => (Some(c), e),
+            None => (None, Vec::new()),
+        };
+        let topics = self.read_topics(group, before.as_ref()).await?;
+        let record = self.read_record(group, before.as_ref()).await?;
+        let epoch = before.as_ref().map_or(0, |c| c.epoch) + 1;
+        let claim = Claim {
+            epoch,
+            manifest: Manifest {
+                owner: self.owner.clone(),
+                record: record.as_ref().map(|(name, _)| {
+                    name.strip_prefix(&format!("{RECORD_DIR}/"))
+                        .unwrap_or(name)
+                        .to_string()
+                }),
+                topics: topics
+                    .iter()
+                    .filter_map(|(t, f)| Some((encode_name(t), f.live.clone()?)))
+                    .collect(),
+            },
+        };
+        let dir = format!("{}/{EPOCH_DIR}", self.group_dir(group)?);
+        self.http
+            .put(
+                &format!("{dir}/{}", fence::marker_name(epoch)),
+                Bytes::from(claim.encode()),
+            )
             .await?;
+        for old in epochs.iter().filter(|e| **e + 1 < epoch) {
+            self.discard(format!("{dir}/{}", fence::marker_name(*old)));
+        }
+        match &record {
+            Some((name, _)) => locked(&self.records).insert(group.to_string(), name.clone()),
+            None => locked(&self.records).remove(group),
+        };
+        locked(&self.claims).insert(group.to_string(), claim);
+        locked(&self.fresh).insert(
+            group.to_string(),
+            Fresh {
+                record: record.map(|(_, body)| body),
+                topics,
+            },
+        );
+        Ok(epoch)
+    }
+
+    async fn load_offsets(&self, group: &str) -> Result<TopicPartitionOffsets, StoreError> {
+        self.cache().remove(group);
+        let fresh = locked(&self.fresh)
+            .get_mut(group)
+            .map(|f| std::mem::take(&mut f.topics));
+        let loaded = match fresh {
+            Some(topics) => topics,
+            None => {
+                let claim = self.reading_claim(group).await?;
+                self.read_topics(group, claim.as_ref()).await?
+            }
+        };
         let mut out = Vec::new();
-        let mut fresh = HashMap::new();
-        for (topic, file) in loaded {
+        for (topic, file) in &loaded {
             out.extend(
                 file.partitions
                     .iter()
                     .map(|(p, o)| (topic.clone(), *p, o.clone())),
             );
-            fresh.insert(topic, file);
         }
         out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
-        self.cache().insert(group.to_string(), fresh);
+        self.cache().insert(group.to_string(), loaded);
         Ok(out)
     }
 
     async fn put_group(&self, group: &str, record: GroupRecord) -> Result<(), StoreError> {
-        let path = format!("{}/{RECORD_FILE}", self.group_dir(group)?);
-        self.http.put(&path, record).await
+        let gdir = self.group_dir(group)?;
+        let stamp = Stamp {
+            epoch: self.epoch_of(group),
+            seq: self.next_seq(0),
+        };
+        let name = format!("{RECORD_DIR}/{}", stamp.name());
+        self.http.put(&format!("{gdir}/{name}"), record).await?;
+        if let Some(old) = locked(&self.records).insert(group.to_string(), name) {
+            self.discard(format!("{gdir}/{old}"));
+        }
+        Ok(())
     }
 
     async fn load_group(&self, group: &str) -> Result<Option<GroupRecord>, StoreError> {
         self.cache().remove(group);
-        let path = format!("{}/{RECORD_FILE}", self.group_dir(group)?);
-        self.http.get(&path).await
+        if let Some(fresh) = locked(&self.fresh).get_mut(group) {
+            let record = fresh.record.take();
+            if fresh.topics.is_empty() {
+                locked(&self.fresh).remove(group);
+            }
+            return Ok(record);
+        }
+        let claim = self.reading_claim(group).await?;
+        Ok(self
+            .read_record(group, claim.as_ref())
+            .await?
+            .map(|(name, body)| {
+                locked(&self.records).insert(group.to_string(), name);
+                body
+            }))
     }
 
+    /// Deletes the group's record and offsets; its epoch markers stay, so that a write an
+    /// earlier owner makes later is still ignored.
     async fn delete_group(&self, group: &str) -> Result<(), StoreError> {
         self.cache().remove(group);
-        self.http.delete(&self.group_dir(group)?, true).await
+        locked(&self.fresh).remove(group);
+        locked(&self.records).remove(group);
+        let gdir = self.group_dir(group)?;
+        for part in [RECORD_DIR, OFFSETS_DIR, fence::LEGACY_RECORD] {
+            self.http.delete(&format!("{gdir}/{part}"), true).await?;
+        }
+        if let Some(claim) = locked(&self.claims).get_mut(group) {
+            claim.manifest.record = None;
+            claim.manifest.topics.clear();
+        }
+        Ok(())
     }
 
     async fn list_groups(&self) -> Result<Vec<String>, StoreError> {
@@ -443,6 +677,10 @@ impl Store for FilerStore {
         self.queued(group, |s, g| async move {
             s.delete_offsets(&g, partitions).await
         })
+    }
+
+    fn claim(&self, group: &str) -> StoreFuture<'_, u64> {
+        self.queued(group, |s, g| async move { s.claim(&g).await })
     }
 
     fn load_offsets(&self, group: &str) -> StoreFuture<'_, TopicPartitionOffsets> {
@@ -490,32 +728,6 @@ mod tests {
             "every legal Kafka topic fits"
         );
         assert!(segment("topic", &format!(".{}", "t".repeat(248))).is_ok());
-    }
-
-    #[test]
-    fn sequence_names_sort_numerically_and_parse_back() {
-        let names: Vec<String> = [0u64, 9, 10, 1_795_628_743_678_000, u64::MAX]
-            .iter()
-            .map(|s| seq_name(*s))
-            .collect();
-        let mut sorted = names.clone();
-        sorted.sort();
-        assert_eq!(names, sorted);
-        for (n, s) in names
-            .iter()
-            .zip([0u64, 9, 10, 1_795_628_743_678_000, u64::MAX])
-        {
-            assert_eq!(parse_seq(n), Some(s));
-        }
-        for bad in [
-            "",
-            "12",
-            "0000000000000000000a",
-            "000000000000000000000",
-            "99999999999999999999",
-        ] {
-            assert_eq!(parse_seq(bad), None, "{bad:?}");
-        }
     }
 
     #[tokio::test]

@@ -16,6 +16,7 @@ struct Inner {
     records: BTreeMap<String, GroupRecord>,
     offsets: BTreeMap<String, Offsets>,
     gateway: BTreeMap<String, TopicPartitionOffsets>,
+    epochs: BTreeMap<String, u64>,
     writes: u64,
 }
 
@@ -38,6 +39,11 @@ impl MemoryStore {
     /// What [`Store::import_gateway_offsets`] returns for `group`.
     pub fn set_gateway_offsets(&self, group: &str, offsets: TopicPartitionOffsets) {
         self.lock().gateway.insert(group.to_string(), offsets);
+    }
+
+    /// The epoch of `group`'s last claim (0: never claimed).
+    pub fn epoch_of(&self, group: &str) -> u64 {
+        self.lock().epochs.get(group).copied().unwrap_or(0)
     }
 
     /// How many writes (puts and deletes) succeeded so far.
@@ -97,6 +103,14 @@ impl Store for MemoryStore {
                     inner.offsets.remove(group);
                 }
             }
+        })
+    }
+
+    fn claim(&self, group: &str) -> StoreFuture<'_, u64> {
+        self.run(false, |inner| {
+            let epoch = inner.epochs.entry(group.to_string()).or_default();
+            *epoch += 1;
+            *epoch
         })
     }
 

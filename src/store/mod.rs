@@ -16,6 +16,7 @@
 
 mod codec;
 pub mod escape;
+mod fence;
 mod filer;
 mod filer_http;
 mod gateway;
@@ -92,6 +93,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes these partitions' offsets (absent ones are fine).
     fn delete_offsets(&self, group: &str, partitions: Vec<(String, i32)>) -> StoreFuture<'_, ()>;
+
+    /// Takes the group over for this store's writes (ownership epochs, `fence.rs`): starts a new
+    /// epoch after the last owner's, so that whatever an earlier owner writes from now on is
+    /// never read. Call it when adopting a group, before `load_group` and `load_offsets` (which
+    /// then return what the claim read). Returns the new epoch. Stores that only one process
+    /// uses (the in-memory one) just count.
+    fn claim(&self, group: &str) -> StoreFuture<'_, u64>;
 
     /// Every committed offset of the group, sorted by topic then partition (empty if none).
     /// Call it (or `load_group`) when taking a group over: it also resets what the store
