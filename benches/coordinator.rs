@@ -374,7 +374,10 @@ fn peer_heartbeats(
     let ids = [format!("127.0.0.1:{pa}"), format!("127.0.0.1:{pb}")];
     let group = (0..1000)
         .map(|i| format!("bench-peer-{i}"))
-        .find(|g| kelp::peers::hash::owner(&ids, g) == Some(ids[0].as_str()))
+        .find(|g| {
+            kelp::peers::hash::group_owner(&ids, g, kelp::lease::DEFAULT_BUCKETS)
+                == Some(ids[0].as_str())
+        })
         .expect("a group owned by the first kelp");
     let mut owner = Conn::new(&a_addr);
     let mut other = Conn::new(&b_addr);

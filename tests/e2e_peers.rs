@@ -13,7 +13,7 @@
 //! 4. a non-owner kelp and its member killed -9 while a rebalance is in progress: the group
 //!    re-forms with every partition owned once, nothing acknowledged lost.
 //!
-//! The owner seen in the metrics is checked against `kelp::peers::hash::owner` over the live peers.
+//! The owner seen in the metrics is checked against `kelp::peers::hash::group_owner` over the live peers.
 //! Every test also checks that no kelp logged a panic. The tests run one at a time (a lock): each
 //! starts three or four kelps and their members on a small machine.
 

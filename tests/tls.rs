@@ -331,7 +331,10 @@ fn mutual_tls_on_the_peer_port_admits_only_the_deployments_sidecars() {
     let ids = [format!("127.0.0.1:{pa}"), format!("127.0.0.1:{pb}")];
     let group = (0..1000)
         .map(|i| format!("tls-peer-g{i}"))
-        .find(|g| kelp::peers::hash::owner(&ids, g) == Some(ids[0].as_str()))
+        .find(|g| {
+            kelp::peers::hash::group_owner(&ids, g, kelp::lease::DEFAULT_BUCKETS)
+                == Some(ids[0].as_str())
+        })
         .expect("some group id hashes to A");
     let topic = "tls-peers";
     create_topic(b.addr(), topic, 2);

@@ -143,7 +143,8 @@ impl Cluster {
     /// addresses exactly as listed in `--peers`).
     pub fn hash_owner(&self, group: &str, among: &[usize]) -> usize {
         let peers: Vec<String> = among.iter().map(|i| self.nodes[*i].peer.clone()).collect();
-        let owner = kelp::peers::hash::owner(&peers, group).expect("a peer");
+        let owner = kelp::peers::hash::group_owner(&peers, group, kelp::lease::DEFAULT_BUCKETS)
+            .expect("a peer");
         self.nodes
             .iter()
             .position(|n| n.peer == owner)
