@@ -574,9 +574,14 @@ impl Inner {
 
     async fn load_offsets(&self, group: &str) -> Result<TopicPartitionOffsets, StoreError> {
         self.cache().remove(group);
-        let fresh = locked(&self.fresh)
-            .get_mut(group)
-            .map(|f| std::mem::take(&mut f.topics));
+        let fresh = {
+            let mut all = locked(&self.fresh);
+            let topics = all.get_mut(group).map(|f| std::mem::take(&mut f.topics));
+            if all.get(group).is_some_and(|f| f.record.is_none()) {
+                all.remove(group);
+            }
+            topics
+        };
         let loaded = match fresh {
             Some(topics) => topics,
             None => {
@@ -613,11 +618,15 @@ impl Inner {
 
     async fn load_group(&self, group: &str) -> Result<Option<GroupRecord>, StoreError> {
         self.cache().remove(group);
-        if let Some(fresh) = locked(&self.fresh).get_mut(group) {
-            let record = fresh.record.take();
-            if fresh.topics.is_empty() {
-                locked(&self.fresh).remove(group);
+        let fresh = {
+            let mut all = locked(&self.fresh);
+            let record = all.get_mut(group).map(|f| f.record.take());
+            if all.get(group).is_some_and(|f| f.topics.is_empty()) {
+                all.remove(group);
             }
+            record
+        };
+        if let Some(record) = fresh {
             return Ok(record);
         }
         let claim = self.reading_claim(group).await?;
