@@ -4,7 +4,8 @@
 //! Rebalance latency with real clients is `benches/rebalance_latency.py`. With `KELP_BENCH_FILER`
 //! (a SeaweedFS filer URL) too, the Heartbeat latency of a member whose group another kelp owns
 //! (forwarded over the peer link) against the owner's own clients' (`scripts/bench-peers`);
-//! `KELP_BENCH_ONLY=peers` skips the rest.
+//! `KELP_BENCH_ONLY=peers` skips the rest; `KELP_BENCH_ONLY=lease` measures the filer lease traffic
+//! of a kelp coordinating 10,000 groups instead (`scripts/bench-lease`).
 //!
 //! `KELP_BIN=target/release/kelp cargo bench --bench coordinator`
 
@@ -251,16 +252,14 @@ impl Conn {
 }
 
 fn start_kelp(bin: &str, backend: &str, extra: &[&str]) -> (Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mport = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let (child, addr, _) = start_kelp_with_metrics(bin, backend, extra);
+    (child, addr)
+}
+
+/// `start_kelp`, also returning the metrics listener's address.
+fn start_kelp_with_metrics(bin: &str, backend: &str, extra: &[&str]) -> (Child, String, String) {
+    let port = free_port();
+    let mport = free_port();
     let addr = format!("127.0.0.1:{port}");
     let child = Command::new(bin)
         .args([
@@ -285,7 +284,62 @@ fn start_kelp(bin: &str, backend: &str, extra: &[&str]) -> (Child, String) {
         assert!(Instant::now() < deadline, "kelp did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    (child, addr)
+    (child, addr, format!("127.0.0.1:{mport}"))
+}
+
+/// The value of an unlabelled metric on a kelp's /metrics.
+fn scrape(metrics: &str, name: &str) -> f64 {
+    let mut conn = TcpStream::connect(metrics).expect("metrics listener");
+    write!(conn, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut body = String::new();
+    conn.read_to_string(&mut body).unwrap();
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} "))?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// Filer lease traffic of one kelp (`--filer`) that coordinates `groups` groups: one simple
+/// commit (generation -1) to each through 8 connections, then `kelp_lease_requests_total` sampled
+/// over `secs`. Returns (requests/s, leases held, groups committed).
+fn lease_traffic(bin: &str, filer: &str, groups: usize, secs: u64) -> (f64, f64, usize) {
+    let prefix = format!("/kelp-bench-lease/{}", std::process::id());
+    let (mut kelp, addr, metrics) = start_kelp_with_metrics(
+        bin,
+        "127.0.0.1:1",
+        &["--filer", filer, "--store-prefix", &prefix],
+    );
+    let committed: usize = (0..8)
+        .map(|c| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut conn = Conn::new(&addr);
+                let mut ok = 0;
+                for i in (c..groups).step_by(8) {
+                    let mut r = OffsetCommitRequest::default();
+                    r.group_id = s(&format!("lease-bench-{i}")).into();
+                    r.generation_id_or_member_epoch = -1;
+                    let mut t = offset_commit_request::OffsetCommitRequestTopic::default();
+                    t.name = s("t").into();
+                    let mut p = offset_commit_request::OffsetCommitRequestPartition::default();
+                    p.committed_offset = i as i64;
+                    t.partitions = vec![p];
+                    r.topics = vec![t];
+                    let a: OffsetCommitResponse = conn.call(ApiKey::OffsetCommit, 2, &r);
+                    ok += usize::from(a.topics[0].partitions[0].error_code == 0);
+                }
+                ok
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .sum();
+    let before = scrape(&metrics, "kelp_lease_requests_total");
+    std::thread::sleep(Duration::from_secs(secs));
+    let after = scrape(&metrics, "kelp_lease_requests_total");
+    let held = scrape(&metrics, "kelp_leases_held");
+    let _ = kelp.kill();
+    ((after - before) / secs as f64, held, committed)
 }
 
 /// Join+Sync+Heartbeat cycles through kelp from `clients` connections in parallel (one-member groups).
@@ -375,8 +429,12 @@ fn peer_heartbeats(
     let group = (0..1000)
         .map(|i| format!("bench-peer-{i}"))
         .find(|g| {
-            kelp::peers::hash::group_owner(&ids, g, kelp::lease::DEFAULT_BUCKETS)
-                == Some(ids[0].as_str())
+            // Builds before ownership leases hashed the group id itself.
+            let owner = match std::env::var("KELP_BENCH_OWNER_HASH").as_deref() {
+                Ok("group") => kelp::peers::hash::owner(&ids, g),
+                _ => kelp::peers::hash::group_owner(&ids, g, kelp::lease::DEFAULT_BUCKETS),
+            };
+            owner == Some(ids[0].as_str())
         })
         .expect("a group owned by the first kelp");
     let mut owner = Conn::new(&a_addr);
@@ -421,6 +479,12 @@ fn main() {
         return;
     }
     if let (Ok(bin), Ok(filer)) = (std::env::var("KELP_BIN"), std::env::var("KELP_BENCH_FILER")) {
+        if std::env::var("KELP_BENCH_ONLY").as_deref() == Ok("lease") {
+            let groups = 10_000;
+            let (rate, held, committed) = lease_traffic(&bin, &filer, groups, 30);
+            println!("| lease traffic, one kelp coordinating {committed} of {groups} groups (committed), 30 s | {rate:.1} requests/s to the lock service, {held} leases held |");
+            return;
+        }
         let (local, forwarded) = peer_heartbeats(&bin, &filer, 10, 500);
         println!(
             "| Heartbeat round trip (one member, 10 alternating rounds of 500) | p50 µs | p99 µs |"

@@ -99,6 +99,7 @@ impl Driver {
             Ask::Renew(t) => t.as_str(),
             _ => "",
         };
+        self.metrics.lease.requests.inc();
         let answer = self
             .config
             .client
@@ -143,6 +144,7 @@ impl Driver {
                 tracing::warn!("the coordinator did not confirm dropping released groups in time; giving the leases back anyway (they are no longer served)");
             }
         }
+        self.metrics.lease.requests.inc_by(asks.len() as u64);
         let client = &self.config.client;
         let ttl = self.config.timing.ttl;
         let names = &self.names;

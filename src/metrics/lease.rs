@@ -13,6 +13,9 @@ pub struct LeaseMetrics {
     pub buckets: IntGauge,
     /// `kelp_lease_acquisitions_total`: leases taken.
     pub acquisitions: IntCounter,
+    /// `kelp_lease_requests_total`: calls to the filer's lock service (takes, renewals,
+    /// give-backs, the sentinel's).
+    pub requests: IntCounter,
     /// `kelp_lease_renew_failures_total`: renewals (and sentinel renewals) without a grant.
     pub renew_failures: IntCounter,
     /// `kelp_lease_losses_total{reason}`: held leases that ended (`expired`, `refused`, `released`).
@@ -40,6 +43,11 @@ impl LeaseMetrics {
                 "Ownership leases taken from the filer's lock service",
             )
             .expect("static metric"),
+            requests: IntCounter::new(
+                "kelp_lease_requests_total",
+                "Calls to the filer's lock service: takes, renewals, give-backs and the sentinel's",
+            )
+            .expect("static metric"),
             renew_failures: IntCounter::new(
                 "kelp_lease_renew_failures_total",
                 "Lease renewals the filer did not grant (no answer or refused)",
@@ -65,6 +73,7 @@ impl LeaseMetrics {
             Box::new(m.held.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(m.buckets.clone()),
             Box::new(m.acquisitions.clone()),
+            Box::new(m.requests.clone()),
             Box::new(m.renew_failures.clone()),
             Box::new(m.losses.clone()),
             Box::new(m.fenced_writes.clone()),

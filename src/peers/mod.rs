@@ -5,10 +5,10 @@
 //! the owner's peer listener (`link.rs`, one peer connection per client connection); a request that
 //! arrives on the peer listener is served or answered NOT_COORDINATOR, never forwarded again.
 //!
-//! When the view changes, ownership moves: the coordinator releases the groups it lost and adopts
-//! a group it gained from the store on its next request, but only once the view has been steady
-//! for `settle` (two probe intervals), so that the previous owner, which sees the same change
-//! within a probe interval, has stopped serving it first.
+//! The view only says which kelp *should* coordinate a group (rendezvous hashing of the group's
+//! lease bucket); the kelp that *may* is the holder of the bucket's ownership lease in the filer
+//! (`lease`). When the view changes, the lease task gives back the buckets this kelp no longer
+//! prefers (after the coordinator released their groups) and takes the ones it now prefers.
 
 mod discovery;
 pub mod hash;
@@ -151,11 +151,6 @@ impl View {
             Some(p) if p != me => Owner::Peer(p.to_string()),
             _ => Owner::Me,
         }
-    }
-
-    /// Whether a group this view moved here may be adopted at `now` (see the module docs).
-    pub fn settled(&self, settle: Duration, now: Instant) -> bool {
-        self.version == 1 || now.saturating_duration_since(self.since) >= settle
     }
 }
 

@@ -173,29 +173,6 @@ fn gs_all_mine(peers: &Peers) -> bool {
 }
 
 #[test]
-fn a_moved_group_waits_for_the_view_to_settle() {
-    let start = std::time::Instant::now();
-    let first = View {
-        live: vec![A.into()],
-        since: start,
-        version: 1,
-        buckets: 32,
-    };
-    assert!(
-        first.settled(Duration::from_secs(1), start),
-        "the first view needs no settling"
-    );
-    let next = View {
-        live: vec![A.into(), B.into()],
-        since: start,
-        version: 2,
-        buckets: 32,
-    };
-    assert!(!next.settled(Duration::from_secs(1), start + Duration::from_millis(999)));
-    assert!(next.settled(Duration::from_secs(1), start + Duration::from_secs(1)));
-}
-
-#[test]
 fn addresses_are_spelled_one_way() {
     assert_eq!(canonical("10.0.0.7:9094"), "10.0.0.7:9094");
     assert_eq!(

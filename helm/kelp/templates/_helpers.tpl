@@ -106,6 +106,10 @@ kelp/mesh: {{ include "kelp.fullname" . }}
       value: {{ required "kelp: backend (the SeaweedFS Kafka gateway host:port) is required" $v.backend | quote }}
     - name: KELP_FILER
       value: {{ required "kelp: filer (the SeaweedFS filer URL) is required" $v.filer | quote }}
+    {{- with $v.filerGrpc }}
+    - name: KELP_FILER_GRPC
+      value: {{ . | quote }}
+    {{- end }}
     - name: KELP_CONFIG
       value: {{ printf "%s/kelp.toml" (trimSuffix "/" $v.config.mountPath) | quote }}
     - name: KELP_METRICS_LISTEN
