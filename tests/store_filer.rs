@@ -500,6 +500,79 @@ async fn a_late_write_of_an_earlier_commit_does_not_roll_back() {
     );
 }
 
+/// Ownership epochs (issue 15): owner A claims a group and commits; B claims it (a new epoch,
+/// reading A's commit); A, deposed but unaware, writes an offset, a new topic and a group record
+/// afterwards (a paused owner's late writes). Never read by B, nor by C claiming after B, and B's
+/// own writes win whatever the late files' sequence numbers.
+#[tokio::test]
+async fn a_deposed_owners_late_writes_are_never_read() {
+    let _shared = FILER.read().await;
+    let c = config("epochs");
+    let (a, b) = (store(&c), store(&c));
+    assert_eq!(a.claim("g").await.expect("A claims"), 1);
+    a.put_offsets("g", vec![("t".into(), 0, off(5, "a"))])
+        .await
+        .expect("A commits");
+    a.put_group("g", record(3, 2).encode())
+        .await
+        .expect("A's record");
+
+    assert_eq!(b.claim("g").await.expect("B claims"), 2);
+    assert_eq!(
+        b.load_group("g")
+            .await
+            .expect("load")
+            .map(|r| StoredGroup::decode(&r).unwrap()),
+        Some(record(3, 2))
+    );
+    assert_eq!(
+        b.load_offsets("g").await.expect("load"),
+        vec![("t".to_string(), 0, off(5, "a"))]
+    );
+
+    // A's late writes land after B's claim.
+    a.put_offsets("g", vec![("t".into(), 0, off(6, "late"))])
+        .await
+        .expect("the filer takes A's late commit");
+    a.put_offsets("g", vec![("u".into(), 1, off(9, "late"))])
+        .await
+        .expect("and a topic B never saw");
+    a.put_group("g", record(4, 1).encode())
+        .await
+        .expect("and a record");
+
+    let seen = store(&c);
+    assert_eq!(seen.claim("g").await.expect("C claims"), 3);
+    assert_eq!(
+        seen.load_offsets("g").await.expect("load"),
+        vec![("t".to_string(), 0, off(5, "a"))],
+        "A's late commits are not read"
+    );
+    assert_eq!(
+        seen.load_group("g")
+            .await
+            .expect("load")
+            .map(|r| StoredGroup::decode(&r).unwrap()),
+        Some(record(3, 2)),
+        "A's late record is not read"
+    );
+    // B (deposed by C now too) is not the point; a write under the newest epoch always wins.
+    seen.put_offsets("g", vec![("t".into(), 0, off(7, "c"))])
+        .await
+        .expect("C commits");
+    a.put_offsets("g", vec![("t".into(), 0, off(8, "later"))])
+        .await
+        .expect("A again");
+    let fresh = store(&c);
+    assert_eq!(
+        fresh
+            .load_offsets("g")
+            .await
+            .expect("an unclaimed reader follows the latest claim"),
+        vec![("t".to_string(), 0, off(7, "c"))]
+    );
+}
+
 /// kafka-python (a real client) joins group(s) at the real gateway, consumes and commits
 /// synchronously. The gateway advertises port 9093 whatever its port (BACKEND.md), so the script
 /// maps 9093 to the gateway's real port in the client's DNS lookup, and never reaches another

@@ -3,11 +3,11 @@
 //! one claimed the group, so a paused owner's late write can never roll back a commit or a
 //! generation. Pure naming and selection rules; the I/O is `filer.rs`'s.
 //!
-//! - A **claim** is a marker file `epoch/<E>` (20 digits): the new owner takes E = highest
-//!   marker + 1 and writes the marker *after* reading the group, naming in its **manifest** the
-//!   record file and each topic's offsets file it read. From then on, the valid files are those of
-//!   epoch E and those the manifest names; anything else of an older epoch (a write that landed
-//!   after the claim) is ignored.
+//! - A **claim** is a marker file `epoch/<E>` (20 digits). The new owner reads the group under the
+//!   latest marker, takes E above every epoch it saw (markers and file names), copies what it read
+//!   into files of epoch E, then writes the marker. From then on only files of epoch E are the
+//!   group's state: anything an earlier owner writes (or deletes) afterwards is never read, and a
+//!   claim that died before its marker left files no later claim admits.
 //! - Data files are written once under `<E>-<seq>` (20 digits each) and the highest valid one
 //!   wins. Files named by a bare 20-digit seq (written before epochs existed) are epoch 0, and the
 //!   old in-place `group.bin` is the record `(0, 0)`.
@@ -63,8 +63,8 @@ pub(super) fn parse_marker(name: &str) -> Option<u64> {
     (name.len() == DIGITS && name.bytes().all(|b| b.is_ascii_digit())).then(|| name.parse().ok())?
 }
 
-/// What a claim read: the record file and each topic's offsets file (by the topic's encoded
-/// directory name).
+/// What an epoch marker says besides its epoch: who claimed, and the files the claim copied
+/// (by the topic's encoded directory name), for people reading the filer.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Manifest {
     pub owner: String,
@@ -79,14 +79,6 @@ pub(super) struct Claim {
     pub manifest: Manifest,
 }
 
-/// Which of a group's files a name is.
-#[derive(Clone, Copy, Debug)]
-pub(super) enum Scope<'a> {
-    Record,
-    /// A topic's offsets, by its encoded directory name.
-    Topic(&'a str),
-}
-
 impl Claim {
     pub(super) fn decode(epoch: u64, body: &[u8]) -> Result<Claim, String> {
         let manifest =
@@ -98,34 +90,28 @@ impl Claim {
         serde_json::to_vec(&self.manifest).unwrap_or_default()
     }
 
-    /// Whether the file `name` of `scope`, stamped `stamp`, is part of the group's state.
-    pub(super) fn admits(&self, scope: Scope<'_>, name: &str, stamp: Stamp) -> bool {
-        if stamp.epoch >= self.epoch {
-            return true;
-        }
-        let named = match scope {
-            Scope::Record => self.manifest.record.as_deref(),
-            Scope::Topic(t) => self.manifest.topics.get(t).map(String::as_str),
-        };
-        named == Some(name)
+    /// Whether a file stamped `stamp` is part of the group's state: only the claim's epoch is.
+    pub(super) fn admits(&self, stamp: Stamp) -> bool {
+        stamp.epoch == self.epoch
     }
 }
 
 /// The live file among `names` (the highest stamp the claim admits; every one without a claim),
-/// and the others that are older than it or were ignored.
+/// the others that are older than it or were ignored, and the highest epoch named.
 pub(super) fn pick<'n>(
     names: impl IntoIterator<Item = &'n str>,
     claim: Option<&Claim>,
-    scope: Scope<'_>,
 ) -> Picked<'n> {
     let mut live: Option<(Stamp, &str)> = None;
     let mut older = Vec::new();
     let mut ignored = Vec::new();
+    let mut top_epoch = 0;
     for name in names {
         let Some(stamp) = Stamp::parse(name) else {
             continue;
         };
-        if claim.is_some_and(|c| !c.admits(scope, name, stamp)) {
+        top_epoch = top_epoch.max(stamp.epoch);
+        if claim.is_some_and(|c| !c.admits(stamp)) {
             ignored.push(name);
             continue;
         }
@@ -139,9 +125,10 @@ pub(super) fn pick<'n>(
         }
     }
     Picked {
-        live: live.map(|(s, n)| (s, n)),
+        live,
         older,
         ignored,
+        top_epoch,
     }
 }
 
@@ -149,24 +136,22 @@ pub(super) struct Picked<'n> {
     pub live: Option<(Stamp, &'n str)>,
     /// Superseded files (safe to delete).
     pub older: Vec<&'n str>,
-    /// Files of an earlier owner written after the claim: never read.
+    /// Files of another epoch than the claim's: never read again (safe to delete).
     pub ignored: Vec<&'n str>,
+    /// The highest epoch among the names (a new claim goes above it).
+    pub top_epoch: u64,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn claim(epoch: u64, record: Option<&str>, topics: &[(&str, &str)]) -> Claim {
+    fn claim(epoch: u64) -> Claim {
         Claim {
             epoch,
             manifest: Manifest {
                 owner: "kelp-a".into(),
-                record: record.map(str::to_string),
-                topics: topics
-                    .iter()
-                    .map(|(t, f)| (t.to_string(), f.to_string()))
-                    .collect(),
+                ..Manifest::default()
             },
         }
     }
@@ -191,51 +176,34 @@ mod tests {
     #[test]
     fn without_a_claim_the_highest_file_wins() {
         let names = [n(0, 5), n(2, 1), n(1, 9)];
-        let p = pick(names.iter().map(String::as_str), None, Scope::Topic("t"));
+        let p = pick(names.iter().map(String::as_str), None);
         assert_eq!(p.live.map(|l| l.0), Some(Stamp { epoch: 2, seq: 1 }));
         assert_eq!(p.older.len(), 2);
+        assert_eq!(p.top_epoch, 2);
     }
 
     #[test]
-    fn a_late_write_of_an_earlier_owner_is_ignored_after_a_claim() {
-        // Owner 1 wrote (1, 10); owner 2 claimed, reading (1, 10); owner 1's paused write
-        // (1, 11) landed after the claim; owner 2 has not written this topic yet.
-        let c = claim(2, None, &[("t", &n(1, 10))]);
-        let names = [n(1, 10), n(1, 11)];
-        let p = pick(
-            names.iter().map(String::as_str),
-            Some(&c),
-            Scope::Topic("t"),
-        );
-        assert_eq!(p.live.map(|l| l.1.to_string()), Some(n(1, 10)));
-        assert_eq!(p.ignored, vec![n(1, 11).as_str()]);
-        // Once owner 2 writes, its file wins whatever the late write's sequence number.
-        let names = [n(1, 10), n(1, 99), n(2, 3)];
-        let p = pick(
-            names.iter().map(String::as_str),
-            Some(&c),
-            Scope::Topic("t"),
-        );
-        assert_eq!(p.live.map(|l| l.0), Some(Stamp { epoch: 2, seq: 3 }));
-    }
-
-    #[test]
-    fn a_topic_the_claim_did_not_see_counts_only_from_the_claims_epoch() {
-        let c = claim(4, Some(&n(3, 1)), &[]);
-        let late = [n(3, 2)];
-        let p = pick(late.iter().map(String::as_str), Some(&c), Scope::Topic("u"));
-        assert!(
-            p.live.is_none(),
-            "a topic first written by a deposed owner stays invisible"
-        );
-        let both = [n(3, 1), n(3, 2)];
-        let p = pick(both.iter().map(String::as_str), Some(&c), Scope::Record);
-        assert_eq!(p.live.map(|l| l.1.to_string()), Some(n(3, 1)));
+    fn under_a_claim_only_its_epoch_counts() {
+        // Owner 2 copied (1, 10) into (2, 11); owner 1's paused writes (1, 12) and (1, 99)
+        // landed after the claim; a claim of epoch 3 died before its marker, leaving (3, 13).
+        let c = claim(2);
+        let names = [n(1, 10), n(2, 11), n(1, 12), n(1, 99), n(3, 13)];
+        let p = pick(names.iter().map(String::as_str), Some(&c));
+        assert_eq!(p.live.map(|l| l.1.to_string()), Some(n(2, 11)));
+        assert_eq!(p.ignored.len(), 4);
+        assert_eq!(p.top_epoch, 3, "the next claim goes above the dead one");
+        // A topic only a deposed owner wrote stays invisible.
+        let late = [n(1, 14)];
+        assert!(pick(late.iter().map(String::as_str), Some(&c))
+            .live
+            .is_none());
     }
 
     #[test]
     fn the_manifest_round_trips() {
-        let c = claim(5, Some("group.bin"), &[("t%2E1", &n(4, 2))]);
+        let mut c = claim(5);
+        c.manifest.record = Some(n(5, 1));
+        c.manifest.topics.insert("t%2E1".into(), n(5, 2));
         assert_eq!(Claim::decode(5, &c.encode()).unwrap(), c);
         assert!(Claim::decode(5, b"not json").is_err());
     }

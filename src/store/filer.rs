@@ -43,7 +43,7 @@ use tokio::runtime::Handle;
 
 use super::codec::{decode_offsets, encode_offsets};
 use super::escape::{decode_name, encode_name, url_encode, url_segment, MAX_SEGMENT_BYTES};
-use super::fence::{self, Claim, Manifest, Scope, Stamp};
+use super::fence::{self, Claim, Manifest, Stamp};
 use super::filer_http::{FilerHttp, HttpSettings};
 use super::gateway::import_offsets;
 use super::order::KeyedQueue;
@@ -105,6 +105,8 @@ struct TopicFile {
     partitions: Partitions,
     /// The name of the file holding `partitions` (none written yet: `None`).
     live: Option<String>,
+    /// The highest epoch among the topic's file names when it was read.
+    top_epoch: u64,
 }
 
 /// A group's state as one claim read it, handed to the loads that follow the claim.
@@ -312,20 +314,25 @@ impl Inner {
         let Some(entries) = self.http.list(dir).await? else {
             return Ok(TopicFile::default());
         };
-        let enc = encode_name(topic);
         let picked = fence::pick(
             entries
                 .iter()
                 .filter(|e| !e.is_dir)
                 .map(|e| e.name.as_str()),
             claim,
-            Scope::Topic(&enc),
         );
         if !picked.ignored.is_empty() {
-            tracing::info!(dir = %dir, ignored = ?picked.ignored, "ignoring offsets files an earlier owner wrote after the group was claimed");
+            tracing::info!(dir = %dir, ignored = ?picked.ignored, "ignoring offsets files of another ownership epoch");
+            for name in &picked.ignored {
+                self.discard(format!("{dir}/{name}"));
+            }
         }
+        let top_epoch = picked.top_epoch;
         let Some((_, live)) = picked.live else {
-            return Ok(TopicFile::default());
+            return Ok(TopicFile {
+                top_epoch,
+                ..TopicFile::default()
+            });
         };
         let path = format!("{dir}/{live}");
         let Some(body) = self.http.get(&path).await? else {
@@ -346,6 +353,7 @@ impl Inner {
         Ok(TopicFile {
             partitions: parts.into_iter().collect(),
             live: Some(live.to_string()),
+            top_epoch,
         })
     }
 
@@ -473,12 +481,13 @@ impl Inner {
             .await
     }
 
-    /// The live record file of `group` under `claim`: its name and contents.
+    /// The live record file of `group` under `claim`: its name (relative to the group's
+    /// directory) and contents, and the highest epoch among the record files.
     async fn read_record(
         &self,
         group: &str,
         claim: Option<&Claim>,
-    ) -> Result<Option<(String, GroupRecord)>, StoreError> {
+    ) -> Result<(Option<(String, GroupRecord)>, u64), StoreError> {
         let gdir = self.group_dir(group)?;
         let dir = format!("{gdir}/{RECORD_DIR}");
         let names: Vec<String> = self
@@ -490,75 +499,111 @@ impl Inner {
             .filter(|e| !e.is_dir)
             .map(|e| e.name)
             .collect();
-        let picked = fence::pick(names.iter().map(String::as_str), claim, Scope::Record);
-        if !picked.ignored.is_empty() {
-            tracing::info!(group = %group, ignored = ?picked.ignored, "ignoring group records an earlier owner wrote after the group was claimed");
+        let picked = fence::pick(names.iter().map(String::as_str), claim);
+        for name in &picked.ignored {
+            tracing::info!(group = %group, file = %name, "ignoring a group record of another ownership epoch");
+            self.discard(format!("{dir}/{name}"));
         }
+        let top = picked.top_epoch;
         if let Some((_, live)) = picked.live {
             let path = format!("{dir}/{live}");
             for old in picked.older {
                 self.discard(format!("{dir}/{old}"));
             }
             return match self.http.get(&path).await? {
-                Some(body) => Ok(Some((format!("{RECORD_DIR}/{live}"), body))),
+                Some(body) => Ok((Some((format!("{RECORD_DIR}/{live}"), body)), top)),
                 None => Err(StoreError::Unavailable(format!(
                     "{path} vanished between listing and reading"
                 ))),
             };
         }
-        // Written before epochs: the in-place record, if the claim admits it.
+        // Written before epochs: the in-place record (epoch 0), if the claim admits it.
         let legacy = fence::LEGACY_RECORD;
-        let admitted =
-            claim.is_none_or(|c| c.admits(Scope::Record, legacy, Stamp { epoch: 0, seq: 0 }));
-        if !admitted {
-            return Ok(None);
+        if claim.is_some_and(|c| !c.admits(Stamp { epoch: 0, seq: 0 })) {
+            return Ok((None, top));
         }
-        Ok(self
-            .http
-            .get(&format!("{gdir}/{legacy}"))
-            .await?
-            .map(|body| (legacy.to_string(), body)))
+        let body = self.http.get(&format!("{gdir}/{legacy}")).await?;
+        Ok((body.map(|b| (legacy.to_string(), b)), top))
     }
 
-    /// Starts a new ownership epoch of `group` for this store: reads the group as the latest
-    /// claim left it, then writes the next marker naming what it read. Writes after this carry
-    /// the new epoch; what an earlier owner writes from now on is never read.
+    /// Starts a new ownership epoch of `group` for this store: reads the group under the latest
+    /// claim, takes an epoch above every one it saw, copies what it read into files of that
+    /// epoch, then writes the epoch's marker. From then on only this epoch's files are read, so
+    /// whatever an earlier owner writes or deletes afterwards changes nothing.
     async fn claim(&self, group: &str) -> Result<u64, StoreError> {
         let previous = self.latest_marker(group).await?;
-        let (before, epochs) = match previous {
+        let (before, markers) = match previous {
             Some((c, e)) => (Some(c), e),
             None => (None, Vec::new()),
         };
-        let topics = self.read_topics(group, before.as_ref()).await?;
-        let record = self.read_record(group, before.as_ref()).await?;
-        let epoch = before.as_ref().map_or(0, |c| c.epoch) + 1;
-        let claim = Claim {
-            epoch,
-            manifest: Manifest {
-                owner: self.owner.clone(),
-                record: record.as_ref().map(|(name, _)| {
-                    name.strip_prefix(&format!("{RECORD_DIR}/"))
-                        .unwrap_or(name)
-                        .to_string()
-                }),
-                topics: topics
-                    .iter()
-                    .filter_map(|(t, f)| Some((encode_name(t), f.live.clone()?)))
-                    .collect(),
-            },
+        let mut topics = self.read_topics(group, before.as_ref()).await?;
+        let (record, record_top) = self.read_record(group, before.as_ref()).await?;
+        let epoch = topics
+            .values()
+            .map(|f| f.top_epoch)
+            .chain(markers.iter().copied())
+            .chain([record_top])
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let gdir = self.group_dir(group)?;
+        let mut manifest = Manifest {
+            owner: self.owner.clone(),
+            ..Manifest::default()
         };
-        let dir = format!("{}/{EPOCH_DIR}", self.group_dir(group)?);
+        // What the copies supersede, deleted only once the marker stands.
+        let mut superseded = Vec::new();
+        // Copy forward: this epoch's files hold everything the claim read.
+        for (topic, file) in topics.iter_mut() {
+            if file.live.is_none() {
+                continue;
+            }
+            let stamp = Stamp {
+                epoch,
+                seq: self.next_seq(0),
+            };
+            let body = encode_offsets(topic, file.partitions.iter().map(|(p, o)| (*p, o)));
+            let dir = self.topic_dir(group, topic)?;
+            self.http
+                .put(&format!("{dir}/{}", stamp.name()), body)
+                .await?;
+            if let Some(old) = file.live.replace(stamp.name()) {
+                superseded.push(format!("{dir}/{old}"));
+            }
+            manifest.topics.insert(encode_name(topic), stamp.name());
+        }
+        let record_name = match &record {
+            Some((old, body)) => {
+                let stamp = Stamp {
+                    epoch,
+                    seq: self.next_seq(0),
+                };
+                let name = format!("{RECORD_DIR}/{}", stamp.name());
+                self.http
+                    .put(&format!("{gdir}/{name}"), body.clone())
+                    .await?;
+                superseded.push(format!("{gdir}/{old}"));
+                manifest.record = Some(stamp.name());
+                Some(name)
+            }
+            None => None,
+        };
+        let claim = Claim { epoch, manifest };
+        let dir = format!("{gdir}/{EPOCH_DIR}");
         self.http
             .put(
                 &format!("{dir}/{}", fence::marker_name(epoch)),
                 Bytes::from(claim.encode()),
             )
             .await?;
-        for old in epochs.iter().filter(|e| **e + 1 < epoch) {
-            self.discard(format!("{dir}/{}", fence::marker_name(*old)));
+        for old in markers {
+            self.discard(format!("{dir}/{}", fence::marker_name(old)));
         }
-        match &record {
-            Some((name, _)) => locked(&self.records).insert(group.to_string(), name.clone()),
+        for path in superseded {
+            self.discard(path);
+        }
+        match record_name {
+            Some(name) => locked(&self.records).insert(group.to_string(), name),
             None => locked(&self.records).remove(group),
         };
         locked(&self.claims).insert(group.to_string(), claim);
@@ -630,22 +675,25 @@ impl Inner {
             return Ok(record);
         }
         let claim = self.reading_claim(group).await?;
-        Ok(self
-            .read_record(group, claim.as_ref())
-            .await?
-            .map(|(name, body)| {
-                locked(&self.records).insert(group.to_string(), name);
-                body
-            }))
+        let (record, _) = self.read_record(group, claim.as_ref()).await?;
+        Ok(record.map(|(name, body)| {
+            locked(&self.records).insert(group.to_string(), name);
+            body
+        }))
     }
 
-    /// Deletes the group's record and offsets; its epoch markers stay, so that a write an
-    /// earlier owner makes later is still ignored.
+    /// Deletes the group's record and offsets. A claimed group keeps its epoch markers, so that a
+    /// write an earlier owner makes later is still ignored (the group stays listed and loads
+    /// empty, as the `Store` contract allows).
     async fn delete_group(&self, group: &str) -> Result<(), StoreError> {
         self.cache().remove(group);
         locked(&self.fresh).remove(group);
         locked(&self.records).remove(group);
         let gdir = self.group_dir(group)?;
+        if self.claim_of(group).is_none() {
+            // Never claimed through this store (no ownership epochs): the whole directory goes.
+            return self.http.delete(&gdir, true).await;
+        }
         for part in [RECORD_DIR, OFFSETS_DIR, fence::LEGACY_RECORD] {
             self.http.delete(&format!("{gdir}/{part}"), true).await?;
         }
