@@ -9,24 +9,19 @@
 //! are gone are removed at the next cut, and a `Cut` removes its own on drop (also on panic).
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, BytesMut};
-use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
-use kafka_protocol::messages::{
-    ApiKey, OffsetFetchRequest, OffsetFetchResponse, RequestHeader, ResponseHeader, TopicName,
-};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-
 use crate::support;
+
+pub mod offsets;
+pub mod sampling;
 
 /// The uid the cut kelp runs under (`nobody`), so its own packets can be matched by owner.
 pub const CUT_UID: u32 = 65534;
@@ -251,229 +246,6 @@ pub fn can_cut() -> Result<(), String> {
 }
 
 // ------------------------------------------------------------------------------------------------
-// double ownership
-
-/// Longest stretches during which one partition was owned by two or more live members, from
-/// samples (every 250 ms). A stretch runs from the first sample that saw the double ownership to
-/// the first that did not.
-#[derive(Debug, Default, Clone)]
-pub struct DoubleOwnership {
-    /// Per partition: since when it is owned twice (None: not now).
-    since: BTreeMap<i32, Instant>,
-    pub longest: Duration,
-    /// The partition and the owners of the longest stretch.
-    pub longest_of: Option<(i32, Vec<usize>)>,
-    pub samples: usize,
-    pub double_samples: usize,
-    last: Option<Instant>,
-    owners_now: BTreeMap<i32, Vec<usize>>,
-}
-
-impl DoubleOwnership {
-    /// One sample: `owned[i]` is member i's assignment (only live members given).
-    pub fn observe(&mut self, now: Instant, owned: &[(usize, Vec<i32>)]) {
-        let mut owners: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
-        for (m, parts) in owned {
-            for p in parts {
-                owners.entry(*p).or_default().push(*m);
-            }
-        }
-        let double: BTreeSet<i32> = owners
-            .iter()
-            .filter(|(_, o)| o.len() > 1)
-            .map(|(p, _)| *p)
-            .collect();
-        self.samples += 1;
-        if !double.is_empty() {
-            self.double_samples += 1;
-        }
-        for p in &double {
-            self.since.entry(*p).or_insert(now);
-            self.owners_now.insert(*p, owners[p].clone());
-        }
-        let ended: Vec<i32> = self
-            .since
-            .keys()
-            .filter(|p| !double.contains(p))
-            .copied()
-            .collect();
-        for p in ended {
-            let from = self.since.remove(&p).unwrap();
-            self.account(p, now - from);
-        }
-        // Open stretches count for what they lasted so far.
-        for (p, from) in self.since.clone() {
-            self.account(p, now - from);
-        }
-        self.last = Some(now);
-    }
-
-    fn account(&mut self, p: i32, d: Duration) {
-        if d > self.longest {
-            self.longest = d;
-            self.longest_of = Some((p, self.owners_now.get(&p).cloned().unwrap_or_default()));
-        }
-    }
-
-    /// Partitions owned twice at the last sample.
-    pub fn open(&self) -> Vec<i32> {
-        self.since.keys().copied().collect()
-    }
-}
-
-// ------------------------------------------------------------------------------------------------
-// OffsetFetch without panics
-
-fn encode_request<T: Encodable>(api: ApiKey, version: i16, body: &T) -> Vec<u8> {
-    let header = RequestHeader::default()
-        .with_request_api_key(api as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(1)
-        .with_client_id(Some(StrBytes::from_static_str("ownership-test")));
-    let mut buf = BytesMut::new();
-    header
-        .encode(&mut buf, api.request_header_version(version))
-        .expect("encode header");
-    body.encode(&mut buf, version).expect("encode body");
-    let mut frame = Vec::with_capacity(buf.len() + 4);
-    frame.put_i32(buf.len() as i32);
-    frame.extend_from_slice(&buf);
-    frame
-}
-
-/// OffsetFetch v5 of `group`'s partitions `0..partitions` of `topic` through `bootstrap`, on a
-/// fresh connection with a `timeout` on every step: Ok(partition -> committed offset, -1 for
-/// none) when neither the group nor any partition carries an error; Err(why) otherwise.
-pub fn offset_fetch(
-    bootstrap: &str,
-    group: &str,
-    topic: &str,
-    partitions: i32,
-    timeout: Duration,
-) -> Result<BTreeMap<i32, i64>, String> {
-    let version = 5;
-    let sock: SocketAddr = bootstrap.parse().map_err(|e| format!("{e}"))?;
-    let mut s = TcpStream::connect_timeout(&sock, timeout).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    let request = OffsetFetchRequest::default()
-        .with_group_id(StrBytes::from_string(group.into()).into())
-        .with_topics(Some(vec![OffsetFetchRequestTopic::default()
-            .with_name(TopicName(StrBytes::from_string(topic.into())))
-            .with_partition_indexes((0..partitions).collect())]));
-    s.write_all(&encode_request(ApiKey::OffsetFetch, version, &request))
-        .map_err(|e| e.to_string())?;
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).map_err(|e| e.to_string())?;
-    let len = i32::from_be_bytes(len);
-    if !(0..64 << 20).contains(&len) {
-        return Err(format!("response length {len}"));
-    }
-    let mut buf = vec![0u8; len as usize];
-    s.read_exact(&mut buf).map_err(|e| e.to_string())?;
-    let mut frame = bytes::Bytes::from(buf);
-    ResponseHeader::decode(
-        &mut frame,
-        ApiKey::OffsetFetch.response_header_version(version),
-    )
-    .map_err(|e| e.to_string())?;
-    let r = OffsetFetchResponse::decode(&mut frame, version).map_err(|e| e.to_string())?;
-    if frame.remaining() != 0 {
-        return Err("trailing bytes".into());
-    }
-    if r.error_code != 0 {
-        return Err(format!("error {}", r.error_code));
-    }
-    let mut out = BTreeMap::new();
-    for t in &r.topics {
-        for p in &t.partitions {
-            if p.error_code != 0 {
-                return Err(format!(
-                    "partition {} error {}",
-                    p.partition_index, p.error_code
-                ));
-            }
-            out.insert(p.partition_index, p.committed_offset);
-        }
-    }
-    Ok(out)
-}
-
-/// What an OffsetFetch sampler saw: per partition the highest committed offset, and each offset
-/// answered lower than an earlier one, the first time it was (partition, highest before, now,
-/// seconds after the sampler started).
-#[derive(Debug, Default, Clone)]
-pub struct OffsetWatch {
-    pub high: BTreeMap<i32, i64>,
-    pub backwards: Vec<(i32, i64, i64, f64)>,
-    pub samples: usize,
-    pub errors: usize,
-    pub last_error: Option<String>,
-}
-
-impl OffsetWatch {
-    pub fn observe(&mut self, at: f64, got: Result<BTreeMap<i32, i64>, String>) {
-        match got {
-            Err(e) => {
-                self.errors += 1;
-                self.last_error = Some(e);
-            }
-            Ok(m) => {
-                self.samples += 1;
-                for (p, o) in m {
-                    let h = self.high.entry(p).or_insert(o);
-                    if o >= *h {
-                        *h = o;
-                    } else if !self.backwards.iter().any(|b| b.0 == p && b.2 == o) {
-                        // Each (partition, lower offset) once: a stale answer repeats.
-                        self.backwards.push((p, *h, o, at));
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Samples OffsetFetch through `bootstrap()` every `period` in a thread until `stop`; bounded by
-/// `max` in time. The bootstrap is asked again each time (the test may change it).
-pub fn watch_offsets(
-    bootstrap: Arc<Mutex<String>>,
-    group: &str,
-    topic: &str,
-    partitions: i32,
-    period: Duration,
-    max: Duration,
-    stop: Arc<AtomicBool>,
-) -> thread::JoinHandle<OffsetWatch> {
-    let (group, topic) = (group.to_string(), topic.to_string());
-    thread::spawn(move || {
-        let mut w = OffsetWatch::default();
-        let start = Instant::now();
-        while !stop.load(Ordering::SeqCst) && start.elapsed() < max {
-            let addr = bootstrap.lock().unwrap().clone();
-            let got = offset_fetch(&addr, &group, &topic, partitions, Duration::from_secs(3));
-            w.observe(start.elapsed().as_secs_f64(), got);
-            thread::sleep(period);
-        }
-        w
-    })
-}
-
-/// Acknowledged commits above what `now` answers: (partition, acknowledged, now).
-pub fn lost_commits(
-    acked: &BTreeMap<i32, i64>,
-    now: &BTreeMap<i32, i64>,
-) -> Vec<(i32, i64, Option<i64>)> {
-    acked
-        .iter()
-        .filter(|(p, o)| now.get(p).map_or(true, |n| n < o))
-        .map(|(p, o)| (*p, *o, now.get(p).copied()))
-        .collect()
-}
-
-// ------------------------------------------------------------------------------------------------
 // metrics without panics
 
 /// GET /metrics of `metrics_addr` with short timeouts; None when it does not answer in time (a
@@ -488,6 +260,44 @@ pub fn try_metrics(metrics_addr: &str, timeout: Duration) -> Option<String> {
     s.read_to_string(&mut buf).ok()?;
     buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
 }
+
+/// The sum of every series of metric `name` on a /metrics body; None when it has none.
+pub fn metric_sum(body: &str, name: &str) -> Option<f64> {
+    let values: Vec<f64> = body
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// The lease metrics (issue 15) of one kelp, for the test output: "held 3, acquired 4, ..." or
+/// "no lease metrics" on a build without leases.
+pub fn lease_summary(body: &str) -> String {
+    let names = [
+        ("held", "kelp_leases_held"),
+        ("acquired", "kelp_lease_acquisitions_total"),
+        ("renew failures", "kelp_lease_renew_failures_total"),
+        ("lost", "kelp_lease_losses_total"),
+        ("fenced writes", "kelp_fenced_writes_total"),
+        ("unleased serving s", UNLEASED),
+    ];
+    let parts: Vec<String> = names
+        .iter()
+        .filter_map(|(what, name)| metric_sum(body, name).map(|v| format!("{what} {v}")))
+        .collect();
+    if parts.is_empty() {
+        "no lease metrics".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// Seconds a kelp served a group without holding its lease: must stay 0 (absent before leases).
+pub const UNLEASED: &str = "kelp_lease_unleased_serving_seconds_total";
 
 // ------------------------------------------------------------------------------------------------
 // a trickle of messages

@@ -524,9 +524,9 @@ impl Drop for Kelp {
     }
 }
 
-/// A copy of the kelp binary that any user can read and run: cargo's target dir may sit in a
-/// home directory other users cannot enter. One per test process, in the system temp dir; copies
-/// left by test processes that are gone are removed first.
+/// The kelp binary where any user can reach it: cargo's target dir may sit in a home directory
+/// other users cannot enter. One per test process, in the system temp dir; those left by test
+/// processes that are gone are removed first.
 fn binary_for_others() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -546,7 +546,10 @@ fn binary_for_others() -> &'static Path {
         fs::create_dir_all(&dir).expect("create the kelp copy's dir");
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod 755");
         let bin = dir.join("kelp");
-        fs::copy(env!("CARGO_BIN_EXE_kelp"), &bin).expect("copy the kelp binary");
+        // A hard link where the temp dir shares the target dir's file system, else a copy.
+        if fs::hard_link(env!("CARGO_BIN_EXE_kelp"), &bin).is_err() {
+            fs::copy(env!("CARGO_BIN_EXE_kelp"), &bin).expect("copy the kelp binary");
+        }
         fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).expect("chmod 755");
         bin
     })
