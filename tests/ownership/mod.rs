@@ -32,7 +32,12 @@ pub const CUT_UID: u32 = 65534;
 const TAG_PREFIX: &str = "kelp-test-";
 
 fn iptables(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("iptables")
+    // Debian puts it in /usr/sbin, which a non-login PATH may lack.
+    let program = ["/usr/sbin/iptables", "/sbin/iptables"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or("iptables");
+    let out = Command::new(program)
         .arg("-w")
         .args(["5"])
         .args(args)
