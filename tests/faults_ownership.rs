@@ -125,7 +125,8 @@ fn peer_partition() {
         let cut = ownership::Cut::peer_traffic(&c.nodes[0].peer, CUT_UID, &others);
         cut_at = Instant::now();
         // Verify the cut isolates exactly kelp 0: the others count 2 live peers, kelp 0 counts
-        // itself alone, and kelp 0's client port still answers.
+        // itself alone, kelp 0's client port still answers and its user still reaches the filer
+        // and the gateway.
         let deadline = cut_at + Duration::from_secs(20);
         while Instant::now() < deadline {
             let live = c.peers_live();
@@ -141,6 +142,22 @@ fn peer_partition() {
             Some(PARTITIONS as usize),
             "kelp 0's clients must still reach it through the cut"
         );
+        // And as kelp 0's user: the filer and the gateway yes, the other peer ports no.
+        let port = |a: &str| a.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+        let stack = support::stack();
+        for (what, addr, want) in [
+            ("the filer", stack.filer.as_str(), true),
+            ("the gateway", stack.kafka.as_str(), true),
+            ("kelp 1's peer port", others[0], false),
+            ("kelp 2's peer port", others[1], false),
+        ] {
+            let p = port(addr).expect("a port");
+            assert_eq!(
+                ownership::reaches_as(CUT_UID, p),
+                want,
+                "through the cut, kelp 0's user reaching {what} ({addr})"
+            );
+        }
         ownership::sleep_until(cut_at + CUT_FOR);
         drop(cut);
         healed_at = Instant::now();

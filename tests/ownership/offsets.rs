@@ -165,3 +165,23 @@ pub fn lost_commits(
         .map(|(p, o)| (*p, *o, now.get(p).copied()))
         .collect()
 }
+
+/// The sampler's bookkeeping on made-up answers: a lower offset is recorded once, errors count.
+#[test]
+fn offset_watch_records_backwards_once() {
+    let mut w = OffsetWatch::default();
+    let m = |v: &[(i32, i64)]| Ok(v.iter().copied().collect::<BTreeMap<i32, i64>>());
+    w.observe(0.0, m(&[(0, 5), (1, -1)]));
+    w.observe(0.5, m(&[(0, 9), (1, 3)]));
+    w.observe(1.0, Err("error 15".into()));
+    w.observe(1.5, m(&[(0, 4), (1, 3)]));
+    w.observe(2.0, m(&[(0, 4), (1, 3)]));
+    w.observe(2.5, m(&[(0, 10), (1, 3)]));
+    assert_eq!(w.backwards, vec![(0, 9, 4, 1.5)]);
+    assert_eq!((w.samples, w.errors), (5, 1));
+    assert_eq!(w.high, BTreeMap::from([(0, 10), (1, 3)]));
+    assert_eq!(
+        lost_commits(&BTreeMap::from([(0, 10), (1, 4)]), &w.high),
+        vec![(1, 4, Some(3))]
+    );
+}

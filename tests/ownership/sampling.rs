@@ -32,14 +32,13 @@ pub const SESSION_PLUS_REBALANCE: Duration = Duration::from_secs(6 + 20);
 /// the first that did not.
 #[derive(Debug, Default, Clone)]
 pub struct DoubleOwnership {
-    /// Per partition: since when it is owned twice (None: not now).
+    /// Per partition owned twice now: since when.
     since: BTreeMap<i32, Instant>,
     pub longest: Duration,
     /// The partition and the owners of the longest stretch.
     pub longest_of: Option<(i32, Vec<usize>)>,
     pub samples: usize,
     pub double_samples: usize,
-    last: Option<Instant>,
     owners_now: BTreeMap<i32, Vec<usize>>,
 }
 
@@ -79,7 +78,6 @@ impl DoubleOwnership {
         for (p, from) in self.since.clone() {
             self.account(p, now - from);
         }
-        self.last = Some(now);
     }
 
     fn account(&mut self, p: i32, d: Duration) {
@@ -88,18 +86,34 @@ impl DoubleOwnership {
             self.longest_of = Some((p, self.owners_now.get(&p).cloned().unwrap_or_default()));
         }
     }
+}
 
-    /// Partitions owned twice at the last sample.
-    pub fn open(&self) -> Vec<i32> {
-        self.since.keys().copied().collect()
-    }
+/// The tracker on made-up samples: the figure the tests print must be right.
+#[test]
+fn double_ownership_stretches() {
+    let t = Instant::now();
+    let at = |ms: u64| t + Duration::from_millis(ms);
+    let mut d = DoubleOwnership::default();
+    d.observe(at(0), &[(0, vec![0, 1]), (1, vec![2])]);
+    assert_eq!(d.longest, Duration::ZERO);
+    // Partition 1 owned by members 0 and 1 from 250 ms to 1250 ms; partition 2 by 1 and 2 from
+    // 500 ms, still at the last sample (1500 ms).
+    d.observe(at(250), &[(0, vec![0, 1]), (1, vec![1, 2])]);
+    d.observe(at(500), &[(0, vec![0, 1]), (1, vec![1, 2]), (2, vec![2])]);
+    d.observe(at(1250), &[(0, vec![0]), (1, vec![1, 2]), (2, vec![2])]);
+    assert_eq!(d.longest, Duration::from_millis(1000));
+    assert_eq!(d.longest_of, Some((1, vec![0, 1])));
+    d.observe(at(1750), &[(0, vec![0]), (1, vec![1, 2]), (2, vec![2])]);
+    assert_eq!(d.longest, Duration::from_millis(1250));
+    assert_eq!(d.longest_of, Some((2, vec![1, 2])));
+    assert_eq!((d.samples, d.double_samples), (5, 4));
 }
 
 // ------------------------------------------------------------------------------------------------
 // sampling
 
-/// One sample: each member's assignment, and which kelps expose the group's per-group series
-/// (None: that kelp did not answer /metrics in time, or was left out as paused).
+/// One sample: each member's assignment, which kelps expose the group's per-group series, and
+/// which were silent (did not answer /metrics in time, or were left out as paused).
 pub struct Sample {
     pub at: Instant,
     pub owned: Vec<(usize, Vec<i32>)>,
