@@ -94,6 +94,16 @@ impl Cluster {
 
     /// Starts kelp `i` with `extra` arguments after the mesh's own.
     pub fn start_with(&mut self, i: usize, extra: &[&str]) {
+        self.launch(i, extra, None);
+    }
+
+    /// Starts kelp `i` as user `uid` (`Kelp::start_as`: root only), so that a test can match its
+    /// own packets by owner.
+    pub fn start_as(&mut self, i: usize, uid: u32, extra: &[&str]) {
+        self.launch(i, extra, Some(uid));
+    }
+
+    fn launch(&mut self, i: usize, extra: &[&str], uid: Option<u32>) {
         assert!(self.nodes[i].kelp.is_none(), "kelp {i} was started before");
         let filer = support::stack().filer.clone();
         let me = self.nodes[i].peer.clone();
@@ -114,7 +124,10 @@ impl Cluster {
             "500",
         ];
         args.extend_from_slice(extra);
-        let kelp = Kelp::start(&args);
+        let kelp = match uid {
+            None => Kelp::start(&args),
+            Some(uid) => Kelp::start_as(uid, &args),
+        };
         eprintln!(
             "kelp {i}: client {} metrics {} peer {me} log {}",
             kelp.addr(),

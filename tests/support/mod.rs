@@ -339,6 +339,8 @@ pub struct Kelp {
     metrics_addr: String,
     args: Vec<String>,
     log: PathBuf,
+    /// Runs as this uid (and gid) instead of the test's own user (`start_as`).
+    uid: Option<u32>,
 }
 
 impl Kelp {
@@ -349,6 +351,17 @@ impl Kelp {
 
     /// kelp in front of any backend `host:port`.
     pub fn start_with_backend(backend: &str, extra: &[&str]) -> Kelp {
+        Kelp::launch(backend, extra, None)
+    }
+
+    /// kelp in front of this binary's stack running as user `uid` (gid `uid`, no supplementary
+    /// groups), from a copy of its binary that user can read (see `binary_for_others`). Needs root;
+    /// lets a test match this kelp's own packets (`iptables -m owner --uid-owner`).
+    pub fn start_as(uid: u32, extra: &[&str]) -> Kelp {
+        Kelp::launch(&stack().kafka, extra, Some(uid))
+    }
+
+    fn launch(backend: &str, extra: &[&str], uid: Option<u32>) -> Kelp {
         let addr = format!("127.0.0.1:{}", free_port());
         let metrics_addr = format!("127.0.0.1:{}", free_port());
         let mut args: Vec<String> = vec![
@@ -372,6 +385,7 @@ impl Kelp {
             metrics_addr,
             args,
             log,
+            uid,
         };
         k.spawn();
         k
@@ -383,7 +397,16 @@ impl Kelp {
             .append(true)
             .open(&self.log)
             .expect("open kelp log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kelp"));
+        let mut cmd = match self.uid {
+            None => Command::new(env!("CARGO_BIN_EXE_kelp")),
+            Some(uid) => {
+                use std::os::unix::process::CommandExt;
+                let mut c = Command::new(binary_for_others());
+                // std drops the supplementary groups too when root changes the uid.
+                c.uid(uid).gid(uid);
+                c
+            }
+        };
         cmd.args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
@@ -499,6 +522,37 @@ impl Drop for Kelp {
             eprintln!("support: kelp log: {}", self.log.display());
         }
     }
+}
+
+/// The kelp binary where any user can reach it: cargo's target dir may sit in a home directory
+/// other users cannot enter. One per test process, in the system temp dir; those left by test
+/// processes that are gone are removed first.
+fn binary_for_others() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = std::env::temp_dir();
+        if let Ok(rd) = fs::read_dir(&tmp) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(pid) = name.strip_prefix("kelp-test-bin-") {
+                    if !Path::new(&format!("/proc/{pid}")).exists() {
+                        let _ = fs::remove_dir_all(e.path());
+                    }
+                }
+            }
+        }
+        let dir = tmp.join(format!("kelp-test-bin-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("create the kelp copy's dir");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod 755");
+        let bin = dir.join("kelp");
+        // A hard link where the temp dir shares the target dir's file system, else a copy.
+        if fs::hard_link(env!("CARGO_BIN_EXE_kelp"), &bin).is_err() {
+            fs::copy(env!("CARGO_BIN_EXE_kelp"), &bin).expect("copy the kelp binary");
+        }
+        fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).expect("chmod 755");
+        bin
+    })
 }
 
 /// A bounded HTTP/1.0 GET: (status, body).
