@@ -20,8 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::group::{self, Call, Coordinator, Output, Request, Response};
 use crate::metrics::Metrics;
-use crate::protocol::{decode_request, encode_response, FrameError, Peek};
-use crate::server::conn::LocalReply;
+use crate::protocol::{decode_request, encode_response, FrameError, LocalReply, Peek};
 use crate::store::Store;
 use durable::{Clock, Done, Inflight, Outage};
 use shard::Shard;
@@ -351,6 +350,10 @@ async fn run(
                 Output::Reply { token, response } => {
                     tracing::trace!(token, response = ?response, "group reply");
                     let (api, error) = response_error(&response);
+                    if let Some(sh) = shard.as_mut() {
+                        let refused = matches!(error, durable::COORDINATOR_NOT_AVAILABLE | 16);
+                        sh.replied(token, refused, Instant::now());
+                    }
                     if error != 0 {
                         metrics
                             .request_errors

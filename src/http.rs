@@ -33,7 +33,7 @@ fn route(shared: &Shared, request: &Request<Incoming>) -> Response<Full<Bytes>> 
             shared
                 .metrics
                 .backend_up
-                .set(i64::from(shared.backend.is_up()));
+                .set(i64::from(shared.backend().is_up()));
             reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
@@ -47,11 +47,11 @@ fn route(shared: &Shared, request: &Request<Incoming>) -> Response<Full<Bytes>> 
             TEXT,
             "not ready: draining\n",
         ),
-        "/readyz" if shared.backend.is_up() => reply(StatusCode::OK, TEXT, "ready\n"),
+        "/readyz" if shared.backend().is_up() => reply(StatusCode::OK, TEXT, "ready\n"),
         "/readyz" => reply(
             StatusCode::SERVICE_UNAVAILABLE,
             TEXT,
-            format!("not ready: backend {} unreachable\n", shared.backend.addr),
+            format!("not ready: backend {} unreachable\n", shared.backend().addr),
         ),
         _ => reply(StatusCode::NOT_FOUND, TEXT, "not found\n"),
     }

@@ -176,18 +176,22 @@ async fn run(mut config: Config) {
         }
         None => GroupService::spawn_with_store(config.group_config(), metrics.clone(), None),
     };
-    let shared = Arc::new(Shared {
+    let routing = Arc::new(kelp::passthrough::Routing {
         groups,
-        peers,
-        identity,
         backend,
         passthrough: Arc::new(Passthrough::new(
             metrics.clone(),
             store,
             modes.path().is_some(),
         )),
-        metrics,
         modes,
+        peers: peers.as_ref().map(|side| side.peers.clone()),
+    });
+    let shared = Arc::new(Shared {
+        routing,
+        peers,
+        identity,
+        metrics,
         config,
         shutdown: kelp::shutdown::Shutdown::new(),
         client_tls,
@@ -197,28 +201,29 @@ async fn run(mut config: Config) {
         Arc::new(move |old, new| {
             let shared = shared.clone();
             Box::pin(async move {
-                shared
+                let routing = &shared.routing;
+                routing
                     .passthrough
-                    .on_reload(&shared.groups, &old, &new)
+                    .on_reload(&routing.groups, &old, &new)
                     .await
             })
         })
     };
-    if shared.modes.path().is_some() {
-        let shared = shared.clone();
+    if shared.modes().path().is_some() {
+        let routing = shared.routing.clone();
         tokio::spawn(async move {
-            let rules = shared.modes.snapshot();
-            shared.passthrough.on_start(&shared.groups, &rules).await
+            let rules = routing.modes.snapshot();
+            routing.passthrough.on_start(&routing.groups, &rules).await
         });
     }
     tokio::spawn(kelp::modes::watch(
-        shared.modes.clone(),
+        shared.modes().clone(),
         CONFIG_POLL,
         on_change,
     ));
     tracing::info!(
         listen = %shared.config.listen,
-        backend = %shared.backend.addr,
+        backend = %shared.backend().addr,
         metrics = %shared.config.metrics_listen,
         advertised = %format!("{}:{}", shared.identity.host, shared.identity.port),
         "kelp started"
@@ -449,7 +454,7 @@ fn watch_tls(shared: &Arc<Shared>) {
     if let Some(tls) = &shared.client_tls {
         tokio::spawn(tls.clone().watch(every, reloads.clone()));
     }
-    if let Some(tls) = shared.backend.tls() {
+    if let Some(tls) = shared.backend().tls() {
         tokio::spawn(tls.config.clone().watch(every, reloads.clone()));
     }
     if let Some(side) = &shared.peers {

@@ -11,6 +11,23 @@ use crate::modes::Snapshot;
 use crate::protocol::{kelp_range, FrameError, Handling, Peek};
 
 /// Where one request goes.
+/// Which listener a request came in on: a client's (routed to the group's owner) or another
+/// kelp's (served here or refused, never forwarded again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Client,
+    Peer,
+}
+
+impl Origin {
+    pub fn label(self) -> &'static str {
+        match self {
+            Origin::Client => "client",
+            Origin::Peer => "peer",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     /// To the backend byte for byte; the response back byte for byte.

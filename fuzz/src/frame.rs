@@ -9,10 +9,11 @@ use kafka_protocol::protocol::VersionRange;
 use tokio_util::codec::Decoder;
 
 use kelp::backend::Identity;
+use kelp::protocol::frame_codec;
 use kelp::protocol::versions::BackendRanges;
 use kelp::protocol::{peek, produce_acks_zero, Peek};
 use kelp::route::{route, Route};
-use kelp::server::{answer, conn::frame_codec};
+use kelp::server::answer;
 
 /// The largest frame the fuzzed codec accepts (small, so oversize frames are reached).
 const MAX_FRAME: u32 = 1024;

@@ -15,7 +15,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use futures::Future;
 
 use super::durable::{self, Clock, COORDINATOR_NOT_AVAILABLE};
-use crate::group::{named_groups, refusal, Call, Coordinator, LoadedGroup, Output};
+use crate::group::{self, named_groups, refusal, Call, Coordinator, LoadedGroup, Output};
 use crate::lease::Leases;
 use crate::metrics::Metrics;
 use crate::peers::{Owner, Peers};
@@ -66,6 +66,9 @@ pub(super) struct Shard<'s> {
     served: HashMap<u32, u64>,
     /// When `reconcile` must run again at the latest (a lease window closing or opening).
     due: Option<Instant>,
+    /// Calls handed to the coordinator, by token: the groups they named, to check when their
+    /// reply leaves that it left under the same lease (`replied`).
+    running: HashMap<group::Token, Vec<String>>,
     work: FuturesUnordered<Work<'s>>,
 }
 
@@ -88,6 +91,7 @@ impl<'s> Shard<'s> {
             adopted: HashMap::new(),
             served: HashMap::new(),
             due: None,
+            running: HashMap::new(),
             work: FuturesUnordered::new(),
         }
     }
@@ -142,6 +146,7 @@ impl<'s> Shard<'s> {
         }
         if missing.is_empty() || self.waiting.len() >= MAX_WAITING {
             // Adopted groups run; groups of other kelps are refused by the coordinator.
+            self.running_call(coordinator, &call);
             return Some(call);
         }
         for group in &missing {
@@ -155,6 +160,47 @@ impl<'s> Shard<'s> {
             until: now + self.wait,
         });
         None
+    }
+
+    /// Notes a call the coordinator runs, with the adopted groups it names.
+    fn running_call(&mut self, coordinator: &Coordinator, call: &Call) {
+        let groups: Vec<String> = named_groups(&call.request)
+            .into_iter()
+            .filter(|g| coordinator.owns(g))
+            .map(str::to_string)
+            .collect();
+        if !groups.is_empty() {
+            self.running.insert(call.token, groups);
+        }
+    }
+
+    /// A reply leaves for call `token` at `now`. Unless it refuses the call (15, 16: nothing was
+    /// served), every group the call named must still be servable in the term it was adopted
+    /// in; time past a lease's deadline is counted in
+    /// `kelp_lease_unleased_serving_seconds_total` (0 by construction: calls are admitted and
+    /// groups released against the same table).
+    pub(super) fn replied(&mut self, token: group::Token, refused: bool, now: Instant) {
+        let Some(groups) = self.running.remove(&token) else {
+            return;
+        };
+        if refused {
+            return;
+        }
+        for g in groups {
+            let window = self.leases.window(self.leases.bucket_of(&g));
+            let same_term = self.adopted.get(&g) == Some(&window.term);
+            if same_term && window.servable(now) {
+                continue;
+            }
+            let past = window
+                .until
+                .map_or(Duration::ZERO, |u| now.saturating_duration_since(u));
+            self.metrics
+                .lease
+                .unleased_serving
+                .inc_by(past.as_secs_f64());
+            tracing::error!(group = %g, past_deadline_ms = past.as_millis() as u64, "a reply left for a group this kelp no longer holds the lease of");
+        }
     }
 
     /// Claims and loads `group` in the term its lease is servable in now (after `backoff`).
@@ -202,7 +248,13 @@ impl<'s> Shard<'s> {
                 group,
                 term,
                 result,
-            } => self.loaded(coordinator, clock, group, term, result, out),
+            } => {
+                let ready = self.loaded(coordinator, clock, group, term, result, out);
+                for call in &ready {
+                    self.running_call(coordinator, call);
+                }
+                ready
+            }
         }
     }
 
@@ -340,13 +392,6 @@ impl<'s> Shard<'s> {
             .collect();
         for group in ended {
             self.adopted.remove(&group);
-            let window = self.leases.window(self.leases.bucket_of(&group));
-            if let Some(until) = window.until.filter(|u| now > *u) {
-                self.metrics
-                    .lease
-                    .unleased_serving
-                    .inc_by((now - until).as_secs_f64());
-            }
             tracing::info!(group = %group, "released the group: this kelp no longer holds its lease");
             self.metrics
                 .ownership_moves

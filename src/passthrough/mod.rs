@@ -18,21 +18,36 @@ use bytes::Bytes;
 use kafka_protocol::messages::offset_fetch_response::OffsetFetchResponse;
 use kafka_protocol::messages::ApiKey;
 
+use crate::backend::Backend;
 use crate::config::GroupMode;
 use crate::coordinator;
+use crate::coordinator::GroupService;
 use crate::group::Request;
 use crate::metrics::Metrics;
+use crate::modes::Modes;
 use crate::modes::Snapshot;
+use crate::peers::Peers;
 use crate::peers::Placement;
+use crate::protocol::LocalReply;
 use crate::protocol::{encode_response, error, FrameError, Peek};
+use crate::route::Origin;
 use crate::route::{group_ids, group_route, GroupRoute};
-use crate::server::conn::LocalReply;
-use crate::server::{Origin, Shared};
 use crate::store::Store;
 
 pub use handback::Handbacks;
 pub use observe::{Asked, Observer};
 pub use takeover::TakeOvers;
+
+/// What routing a group request needs: kelp's coordinator, the gateway, the mode rules, the state
+/// of passthrough groups and the other kelps. The server holds one and hands it to `plan`.
+pub struct Routing {
+    pub groups: GroupService,
+    pub backend: Arc<Backend>,
+    pub modes: Arc<Modes>,
+    pub passthrough: Arc<Passthrough>,
+    /// The other kelps (`--peers`/`--peer-dns`), if any.
+    pub peers: Option<Arc<Peers>>,
+}
 
 /// kelp's state for groups moving between the coordinators: what it observes of passthrough
 /// groups, what it still has to hand back to the gateway, and the take-overs from it.
@@ -129,7 +144,7 @@ pub enum Finished {
 
 impl Post {
     /// Runs on the gateway's response `frame` (length prefix included).
-    pub fn finish(self, shared: &Arc<Shared>, frame: Bytes, client_host: &str) -> Finished {
+    pub fn finish(self, shared: &Arc<Routing>, frame: Bytes, client_host: &str) -> Finished {
         let pt = &shared.passthrough;
         match self.kind {
             Kind::Observe(asked) => {
@@ -184,7 +199,7 @@ impl Post {
 }
 
 /// Whether the gateway serves `api` at `version` (unknown ranges: assume it does).
-fn gateway_serves(shared: &Shared, api: ApiKey, version: i16) -> bool {
+fn gateway_serves(shared: &Routing, api: ApiKey, version: i16) -> bool {
     let ranges = shared.backend.ranges();
     if ranges.is_empty() {
         return true;
@@ -197,7 +212,7 @@ fn gateway_serves(shared: &Shared, api: ApiKey, version: i16) -> bool {
 /// Decides, for one group request, between kelp's coordinator and the gateway (see the module
 /// docs). `body` is the frame without its length prefix.
 pub fn plan(
-    shared: &Arc<Shared>,
+    shared: &Arc<Routing>,
     peek: &Peek,
     body: Bytes,
     client_host: &str,
@@ -209,7 +224,7 @@ pub fn plan(
 
 /// `plan` for a request already decoded.
 fn plan_decoded(
-    shared: &Arc<Shared>,
+    shared: &Arc<Routing>,
     peek: &Peek,
     client_id: String,
     request: Request,
@@ -217,12 +232,12 @@ fn plan_decoded(
     origin: Origin,
 ) -> Result<Plan, FrameError> {
     // Several kelps: the owner decides, and its mode rules apply (README §5).
-    if let Some(side) = &shared.peers {
-        let view = side.peers.view();
-        let placement = crate::peers::place(&side.peers, &request);
+    if let Some(peers) = &shared.peers {
+        let view = peers.view();
+        let placement = crate::peers::place(peers, &request);
         let list_all = matches!(request, Request::ListGroups(_)) && view.live.len() > 1;
         if origin == Origin::Client && (list_all || matches!(placement, Placement::Mixed(_))) {
-            let me = side.peers.me();
+            let me = peers.me();
             let owner_of = |g: &str| match view.owner(me, g) {
                 crate::peers::Owner::Me => me.to_string(),
                 crate::peers::Owner::Peer(p) => p,
@@ -309,7 +324,7 @@ fn post(group: String, peek: &Peek, kind: Kind) -> Box<Post> {
 }
 
 fn passthrough_plan(
-    shared: &Arc<Shared>,
+    shared: &Arc<Routing>,
     peek: &Peek,
     request: Request,
 ) -> Result<Plan, FrameError> {
@@ -367,17 +382,17 @@ fn passthrough_plan(
 /// served as any other; otherwise (or if the group is passed through to the gateway) it is
 /// answered NOT_COORDINATOR. Never forwarded again.
 fn until_owned(
-    shared: Arc<Shared>,
+    shared: Arc<Routing>,
     peek: Peek,
     client_id: String,
     request: Request,
     client_host: String,
 ) -> LocalReply {
     Box::pin(async move {
-        let side = shared.peers.as_ref()?;
-        let deadline = tokio::time::Instant::now() + side.peers.failover_window();
-        let mut views = side.peers.subscribe();
-        while crate::peers::place(&side.peers, &request) != Placement::Here {
+        let peers = shared.peers.as_ref()?;
+        let deadline = tokio::time::Instant::now() + peers.failover_window();
+        let mut views = peers.subscribe();
+        while crate::peers::place(peers, &request) != Placement::Here {
             match tokio::time::timeout_at(deadline, views.changed()).await {
                 Ok(Ok(())) => continue,
                 _ => return refuse(&peek, &request, error::NOT_COORDINATOR).await,

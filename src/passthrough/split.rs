@@ -18,8 +18,8 @@ use crate::config::GroupMode;
 use crate::coordinator::{self, GroupService};
 use crate::group::{Request, Response};
 use crate::modes::Modes;
+use crate::protocol::LocalReply;
 use crate::protocol::{encode_response, error, split_response, Peek};
-use crate::server::conn::LocalReply;
 
 /// `request` with only the groups whose flag in `passthrough` is false.
 fn local_part(request: &Request, passthrough: &[bool]) -> Request {

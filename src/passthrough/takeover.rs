@@ -26,8 +26,8 @@ use tokio::sync::oneshot;
 
 use crate::coordinator::GroupService;
 use crate::group::{Request, Response};
+use crate::protocol::LocalReply;
 use crate::protocol::Peek;
-use crate::server::conn::LocalReply;
 use crate::store::{Store, TopicPartitionOffsets};
 
 /// Longest a take-over may take (filer read and kelp's commit).

@@ -25,8 +25,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::codec::FramedRead;
 
+use crate::protocol::frame_codec;
 use crate::protocol::response_correlation_id;
-use crate::server::conn::frame_codec;
 use crate::tls::{Reloading, Stream};
 
 /// Longest a peer connection (TCP and TLS) may take to open.

@@ -2,7 +2,22 @@
 //! response framing and the error codes kelp uses. Every message codec comes from `kafka-protocol`;
 //! this module only reads the fixed-position header fields needed to route a frame.
 
+pub mod codec;
 pub mod versions;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use codec::FrameCodec;
+
+/// A response kelp produces later: the coordinator's answer, encoded as a frame, or `None` when the
+/// coordinator could not answer (the connection is then closed so the client reconnects).
+pub type LocalReply = Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>;
+
+/// A codec whose frames keep their 4-byte length prefix, so forwarding needs no re-encoding.
+pub fn frame_codec(max_frame_bytes: u32) -> FrameCodec {
+    FrameCodec::new(max_frame_bytes)
+}
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader};

@@ -22,15 +22,16 @@ use kafka_protocol::messages::ApiKey;
 use prometheus::Histogram;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodecError};
 
-use super::codec::FrameCodec;
 use super::outbox::Outbox;
-use super::{answer, Origin, Shared};
+use super::{answer, Shared};
 use crate::backend::rewrite;
 use crate::group::Request;
 use crate::metrics::{ApiHandles, Path};
 use crate::passthrough::{self, Finished, Plan, Post};
 use crate::peers::Link;
+use crate::protocol::{frame_codec, FrameCodec, LocalReply};
 use crate::protocol::{peek, produce_acks_zero, response_correlation_id, FrameError, Peek};
+use crate::route::Origin;
 use crate::route::{route, Route};
 use crate::tls::{ReadHalf, Stream, WriteHalf};
 
@@ -43,17 +44,8 @@ const MAX_DRAIN: usize = 64;
 /// Request bytes queued for the backend beyond which a turn stops reading more requests.
 const FLUSH_BYTES: usize = 1 << 20;
 
-/// A response kelp produces later: the coordinator's answer, encoded as a frame, or `None` when the
-/// coordinator could not answer (the connection is then closed so the client reconnects).
-pub type LocalReply = Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>;
-
 /// A coordinator reply tagged with the sequence number of its response slot.
 type SlotReply = Pin<Box<dyn Future<Output = (u64, Option<Bytes>)> + Send>>;
-
-/// A codec whose frames keep their 4-byte length prefix, so forwarding needs no re-encoding.
-pub fn frame_codec(max_frame_bytes: u32) -> FrameCodec {
-    FrameCodec::new(max_frame_bytes)
-}
 
 /// Frames read from one socket.
 type Frames = FramedRead<ReadHalf, FrameCodec>;
@@ -386,7 +378,7 @@ impl Conn {
                     // With peers, a client's group may be served by any of them, as its owner's
                     // rules say: group APIs are offered at versions every live peer serves (a
                     // peer answers probes under its own rules only, so nothing echoes back).
-                    let passthrough = self.shared.modes.passthrough_possible();
+                    let passthrough = self.shared.modes().passthrough_possible();
                     let peer_ranges = match (&self.shared.peers, self.origin) {
                         (Some(side), Origin::Client) => side.peers.peer_ranges(),
                         _ => Default::default(),
@@ -394,7 +386,7 @@ impl Conn {
                     answer::api_versions(
                         &peek,
                         body,
-                        &self.shared.backend.ranges(),
+                        &self.shared.backend().ranges(),
                         passthrough,
                         &peer_ranges,
                     )
@@ -408,9 +400,14 @@ impl Conn {
             }
             // Migration: the group id(s) decide between kelp's coordinator and the gateway's.
             Route::Group => {
-                let plan =
-                    passthrough::plan(&self.shared, &peek, body, &self.client_host, self.origin)
-                        .map_err(Close::Frame)?;
+                let plan = passthrough::plan(
+                    &self.shared.routing,
+                    &peek,
+                    body,
+                    &self.client_host,
+                    self.origin,
+                )
+                .map_err(Close::Frame)?;
                 let (path, reply) = match plan {
                     Plan::Renegotiate => {
                         return Err(Close::Renegotiate(peek.api_key, peek.api_version))
@@ -668,7 +665,7 @@ impl Conn {
         }
         if let Some(post) = expect.post {
             // Migration: read the gateway's answer to a passthrough group request.
-            match post.finish(&self.shared, frame, &self.client_host) {
+            match post.finish(&self.shared.routing, frame, &self.client_host) {
                 Finished::Now(response) => self.slots.fill(expect.seq, response),
                 Finished::Later(reply) => {
                     let seq = expect.seq;
@@ -695,10 +692,10 @@ impl Conn {
 
 async fn connect_backend(shared: Arc<Shared>) -> Result<BackendLink, Close> {
     let stream = shared
-        .backend
+        .backend()
         .connect()
         .await
-        .map_err(|e| Close::Backend(format!("connect to {}: {e}", shared.backend.addr)))?;
+        .map_err(|e| Close::Backend(format!("connect to {}: {e}", shared.backend().addr)))?;
     let (read, write) = stream.into_split();
     let codec = frame_codec(shared.config.max_frame_bytes);
     Ok(BackendLink {

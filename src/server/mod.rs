@@ -3,7 +3,6 @@
 //! requests are answered here or refused, never forwarded again.
 
 pub mod answer;
-mod codec;
 pub mod conn;
 mod outbox;
 
@@ -17,7 +16,7 @@ use crate::config::Config;
 use crate::coordinator::GroupService;
 use crate::metrics::Metrics;
 use crate::modes::Modes;
-use crate::passthrough::Passthrough;
+use crate::passthrough::Routing;
 use crate::shutdown::Shutdown;
 use crate::tls::{Reloading, Stream};
 
@@ -25,19 +24,30 @@ use crate::tls::{Reloading, Stream};
 pub struct Shared {
     pub config: Config,
     pub identity: Identity,
-    pub backend: Arc<Backend>,
     pub metrics: Arc<Metrics>,
-    pub groups: GroupService,
     /// Drain state and the count of live client connections (`--max-connections`).
     pub shutdown: Shutdown,
     /// TLS on the client listener (`--tls-cert`, `--tls-key`, `--tls-client-ca`).
     pub client_tls: Option<Arc<Reloading<rustls::ServerConfig>>>,
-    /// Which coordinator serves each group (reloadable rules).
-    pub modes: Arc<Modes>,
-    /// What kelp reads from and owes to passthrough groups.
-    pub passthrough: Arc<Passthrough>,
+    /// Where group requests go: kelp's coordinator, the gateway (with the mode rules and the
+    /// passthrough state), the other kelps; and the backend every forwarded request goes to.
+    pub routing: Arc<Routing>,
     /// The other kelps (`--peers`/`--peer-dns`): who owns which group, and how to reach them.
     pub peers: Option<PeerSide>,
+}
+
+impl Shared {
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.routing.backend
+    }
+
+    pub fn groups(&self) -> &GroupService {
+        &self.routing.groups
+    }
+
+    pub fn modes(&self) -> &Arc<Modes> {
+        &self.routing.modes
+    }
 }
 
 /// What connections need of the peers.
@@ -48,21 +58,7 @@ pub struct PeerSide {
     pub tls: Option<Arc<Reloading<rustls::ServerConfig>>>,
 }
 
-/// Which listener a connection came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    Client,
-    Peer,
-}
-
-impl Origin {
-    fn label(self) -> &'static str {
-        match self {
-            Origin::Client => "client",
-            Origin::Peer => "peer",
-        }
-    }
-}
+pub use crate::route::Origin;
 
 /// Longest a client gets to finish its TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

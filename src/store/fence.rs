@@ -105,12 +105,17 @@ pub(super) fn pick<'n>(
     let mut live: Option<(Stamp, &str)> = None;
     let mut older = Vec::new();
     let mut ignored = Vec::new();
+    let mut later = Vec::new();
     let mut top_epoch = 0;
     for name in names {
         let Some(stamp) = Stamp::parse(name) else {
             continue;
         };
         top_epoch = top_epoch.max(stamp.epoch);
+        if claim.is_some_and(|c| stamp.epoch > c.epoch) {
+            later.push(name);
+            continue;
+        }
         if claim.is_some_and(|c| !c.admits(stamp)) {
             ignored.push(name);
             continue;
@@ -128,6 +133,7 @@ pub(super) fn pick<'n>(
         live,
         older,
         ignored,
+        later,
         top_epoch,
     }
 }
@@ -136,8 +142,12 @@ pub(super) struct Picked<'n> {
     pub live: Option<(Stamp, &'n str)>,
     /// Superseded files (safe to delete).
     pub older: Vec<&'n str>,
-    /// Files of another epoch than the claim's: never read again (safe to delete).
+    /// Files of an earlier epoch than the claim's: never read again (safe to delete).
     pub ignored: Vec<&'n str>,
+    /// Files of a later epoch than the claim's: a later owner's, or a claim that died before its
+    /// marker. Not read under this claim, and never deleted by a reader holding it (it may be a
+    /// deposed owner).
+    pub later: Vec<&'n str>,
     /// The highest epoch among the names (a new claim goes above it).
     pub top_epoch: u64,
 }
@@ -190,7 +200,12 @@ mod tests {
         let names = [n(1, 10), n(2, 11), n(1, 12), n(1, 99), n(3, 13)];
         let p = pick(names.iter().map(String::as_str), Some(&c));
         assert_eq!(p.live.map(|l| l.1.to_string()), Some(n(2, 11)));
-        assert_eq!(p.ignored.len(), 4);
+        assert_eq!(p.ignored.len(), 3);
+        assert_eq!(
+            p.later,
+            vec![n(3, 13).as_str()],
+            "never deleted by this reader"
+        );
         assert_eq!(p.top_epoch, 3, "the next claim goes above the dead one");
         // A topic only a deposed owner wrote stays invisible.
         let late = [n(1, 14)];

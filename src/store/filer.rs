@@ -321,8 +321,11 @@ impl Inner {
                 .map(|e| e.name.as_str()),
             claim,
         );
+        if !picked.later.is_empty() {
+            tracing::info!(dir = %dir, later = ?picked.later, "offsets files of a later ownership epoch: another kelp claimed the group since this one did");
+        }
         if !picked.ignored.is_empty() {
-            tracing::info!(dir = %dir, ignored = ?picked.ignored, "ignoring offsets files of another ownership epoch");
+            tracing::info!(dir = %dir, ignored = ?picked.ignored, "ignoring offsets files of an earlier ownership epoch");
             for name in &picked.ignored {
                 self.discard(format!("{dir}/{name}"));
             }
@@ -392,6 +395,7 @@ impl Inner {
             self.http
                 .put(&format!("{dir}/{}", stamp.name()), body)
                 .await?;
+            tracing::trace!(group, topic, file = %stamp.name(), offsets = ?file.partitions.iter().map(|(p, o)| (*p, o.offset)).collect::<Vec<_>>(), "offsets written");
             if let Some(old) = file.live.replace(stamp.name()) {
                 self.discard(format!("{dir}/{old}"));
             }
@@ -588,6 +592,7 @@ impl Inner {
             }
             None => None,
         };
+        tracing::debug!(group, epoch, read_under = ?before.as_ref().map(|c| c.epoch), topics = ?topics.iter().map(|(t, f)| (t.clone(), f.live.clone(), f.partitions.iter().map(|(p, o)| (*p, o.offset)).collect::<Vec<_>>())).collect::<Vec<_>>(), "claiming the group");
         let claim = Claim { epoch, manifest };
         let dir = format!("{gdir}/{EPOCH_DIR}");
         self.http

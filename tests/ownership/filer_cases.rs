@@ -52,8 +52,8 @@ fn unpeered_kelps_one_filer() {
     // Both members at once: which kelp may serve the group (holds its lease) is not the test's
     // to choose, and a member behind the other one is never served (it has no peer to forward to).
     let started = Instant::now();
-    let m0 = Member::start(kelps[0].addr(), group, "m0", topic, 5);
-    let m1 = Member::start(kelps[1].addr(), group, "m1", topic, 5);
+    let m0 = Member::start_async(kelps[0].addr(), group, "m0", topic, 5);
+    let m1 = Member::start_async(kelps[1].addr(), group, "m1", topic, 5);
     let refs = [&m0, &m1];
     let metrics: Vec<(usize, String)> = kelps
         .iter()
@@ -208,7 +208,7 @@ fn filer_down_mid_rebalance() {
     );
     let _stops = ownership::StopGuard(vec![stop_producing.clone(), stop_watch.clone()]);
     // A third member on the other kelp starts a rebalance; the filer goes away while it runs.
-    members.push(Member::start(&c.addr(other), group, "m2", topic, 5));
+    members.push(Member::start_async(&c.addr(other), group, "m2", topic, 5));
     let joined = Instant::now();
     let mut trigger = None;
     while trigger.is_none() && joined.elapsed() < Duration::from_secs(30) {

@@ -325,7 +325,7 @@ pub fn summaries(members: &[&Member]) -> Vec<String> {
 pub fn members_on(c: &Cluster, kelps: &[usize], group: &str, topic: &str) -> Vec<Member> {
     let members: Vec<Member> = kelps
         .iter()
-        .map(|i| Member::start(&c.addr(*i), group, &format!("m{i}"), topic, 5))
+        .map(|i| Member::start_async(&c.addr(*i), group, &format!("m{i}"), topic, 5))
         .collect();
     let refs: Vec<&Member> = members.iter().collect();
     if wait_cover(&refs, Duration::from_secs(60)).is_none() {

@@ -1,9 +1,11 @@
 """A consumer-group member for tests/e2e_peers.rs, run in a child process with the venv's python
 so a test can SIGKILL it together with its kelp. confluent-kafka (librdkafka), no auto-commit:
-every message is committed synchronously before the next poll, and each commit is reported.
+every message is committed synchronously before the next poll (or, with --async-commit, sent
+without waiting and reported from librdkafka's commit callback, so the poll loop never blocks on an
+unreachable coordinator), and each commit is reported.
 
   member.py --bootstrap H:P --group G --client-id C --topic T [--set name=value ...]
-            [--delay-ms 0] [--max-seconds 300]
+            [--delay-ms 0] [--max-seconds 300] [--async-commit]
 
 stdout, one line per event, flushed:
   assigned p,p,...        the member's partitions after each assignment or revocation ("-": none)
@@ -52,6 +54,7 @@ def main():
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--delay-ms", type=float, default=0)
     ap.add_argument("--max-seconds", type=float, default=300)
+    ap.add_argument("--async-commit", action="store_true")
     a = ap.parse_args()
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
@@ -71,6 +74,16 @@ def main():
     for kv in a.set:
         k, v = kv.split("=", 1)
         conf[k] = coerce(v)
+    def on_commit(err, parts):
+        # --async-commit: the coordinator's answer to one commit.
+        for tp in parts or []:
+            if err is not None or tp.error is not None:
+                out(f"failed {tp.partition} {tp.offset} {err or tp.error}")
+            else:
+                out(f"acked {tp.partition} {tp.offset}")
+
+    if a.async_commit:
+        conf["on_commit"] = on_commit
     c = Consumer(conf)
     owned = set()
 
@@ -104,6 +117,14 @@ def main():
         p, o = m.partition(), m.offset() + 1
         out(f"msg {p} {m.offset()}")
         out(f"trying {p} {o}")
+        if a.async_commit:
+            try:
+                c.commit(message=m, asynchronous=True)
+            except KafkaException as e:
+                out(f"failed {p} {o} {e}")
+            if a.delay_ms:
+                time.sleep(a.delay_ms / 1000.0)
+            continue
         try:
             res = c.commit(message=m, asynchronous=False)
             bad = [tp for tp in (res or []) if tp.error is not None]

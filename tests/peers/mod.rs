@@ -355,6 +355,30 @@ pub struct Member {
 
 impl Member {
     pub fn start(bootstrap: &str, group: &str, name: &str, topic: &str, delay_ms: u32) -> Member {
+        Member::start_committing(bootstrap, group, name, topic, delay_ms, false)
+    }
+
+    /// A member that commits asynchronously (acknowledgements reported from librdkafka's commit
+    /// callback), so its poll loop never blocks on a coordinator it cannot reach and its
+    /// reported assignment follows librdkafka's (a lost session is reported when it happens).
+    pub fn start_async(
+        bootstrap: &str,
+        group: &str,
+        name: &str,
+        topic: &str,
+        delay_ms: u32,
+    ) -> Member {
+        Member::start_committing(bootstrap, group, name, topic, delay_ms, true)
+    }
+
+    fn start_committing(
+        bootstrap: &str,
+        group: &str,
+        name: &str,
+        topic: &str,
+        delay_ms: u32,
+        async_commit: bool,
+    ) -> Member {
         let log = support::scratch_dir().join(format!("member-{group}-{name}.log"));
         let errlog = std::fs::File::create(&log).expect("member log");
         let mut cmd = Command::new(support::python_bin());
@@ -363,6 +387,9 @@ impl Member {
         // protocol to the member's log in the scratch dir.
         if let Ok(debug) = std::env::var("KELP_TEST_MEMBER_DEBUG") {
             cmd.args(["--set", &format!("debug={debug}")]);
+        }
+        if async_commit {
+            cmd.arg("--async-commit");
         }
         let mut child = cmd
             .args([
