@@ -31,6 +31,16 @@ impl ConsumerGroupState {
             ConsumerGroupState::Stable => "Stable",
         }
     }
+
+    /// As ListGroups (v4+ states filter, v5 type "consumer") spells it.
+    pub fn list_name(self) -> &'static str {
+        match self {
+            ConsumerGroupState::Empty => "empty",
+            ConsumerGroupState::Assigning => "assigning",
+            ConsumerGroupState::Reconciling => "reconciling",
+            ConsumerGroupState::Stable => "stable",
+        }
+    }
 }
 
 /// A regex some member subscribes with and the topics it matches now.

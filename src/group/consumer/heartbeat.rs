@@ -159,8 +159,14 @@ impl ConsumerGroups {
                 .map(|tp| (tp.topic_id, tp.partitions.clone()))
                 .collect()
         });
-        let empty = ConsumerGroup::new(group_id.to_string());
-        let group = self.groups.get(group_id).unwrap_or(&empty);
+        let fresh;
+        let group = match self.groups.get(group_id) {
+            Some(g) => g,
+            None => {
+                fresh = ConsumerGroup::new(group_id.to_string());
+                &fresh
+            }
+        };
         let known = group.members.contains_key(&member_id)
             || req
                 .instance_id
@@ -203,8 +209,12 @@ impl ConsumerGroups {
         if let Some(r) = &req.subscribed_topic_regex {
             updated.subscribed_topic_regex = Some(r.to_string()).filter(|r| !r.is_empty());
         }
-        updated.client_id = cx.client_id.clone();
-        updated.client_host = cx.client_host.clone();
+        if updated.client_id != cx.client_id {
+            updated.client_id = cx.client_id.clone();
+        }
+        if updated.client_host != cx.client_host {
+            updated.client_host = cx.client_host.clone();
+        }
         let subscription_changed = updated.subscribed_topic_names != member.subscribed_topic_names
             || updated.subscribed_topic_regex != member.subscribed_topic_regex;
 
@@ -214,7 +224,10 @@ impl ConsumerGroups {
             group.remove_member(old);
             self.timers.cancel_member(group_id, old);
         }
-        group.put_member(updated.clone());
+        // Unchanged (the common steady heartbeat): nothing to record.
+        if group.members.get(&updated.id) != Some(&updated) {
+            group.put_member(updated.clone());
+        }
         if is_new {
             out.push(ConsumerEvent::MemberJoined {
                 group: group_id.to_string(),
@@ -236,7 +249,7 @@ impl ConsumerGroups {
             });
         }
         let target_epoch = group.assignment_epoch;
-        let mut current = updated.clone();
+        let mut current = updated;
         if !current.is_reconciled_to(target_epoch) {
             let empty = Assignment::new();
             let target = group.target.get(&current.id).unwrap_or(&empty);

@@ -253,9 +253,12 @@ fn test_consumer_group_states() {
     assert_eq!(h.group().state, ConsumerGroupState::Reconciling);
     h.hb(Hb::leave("b", -1));
     assert_eq!(h.group().state, ConsumerGroupState::Assigning);
+    assert_eq!(h.c.delete(G), Err(68), "not empty");
     h.hb(Hb::leave("a", -1));
     assert_eq!(h.group().state, ConsumerGroupState::Empty);
+    assert_eq!(h.group().state.list_name(), "empty");
     assert_eq!(h.c.delete(G), Ok(()));
+    assert_eq!(h.c.delete(G), Err(69));
     assert!(h.c.group(G).is_none());
 }
 
@@ -408,4 +411,20 @@ fn test_offset_commit_and_fetch_fenced_by_member_epoch() {
     h.hb(Hb::leave("a", -1));
     assert_eq!(h.c.fence_offset_commit(G, "", -1, 9), OffsetFence::Accept);
     assert_eq!(h.c.fence_offset_commit(G, "", -1, 2), OffsetFence::Accept);
+}
+
+#[test]
+fn test_known_member_rejoining_with_epoch_zero_starts_over() {
+    // kelp's choice where Kafka is silent: a known id that joins again (epoch 0, owning nothing,
+    // e.g. a v1 client after FENCED_MEMBER_EPOCH) starts over instead of being fenced again.
+    let mut h = H::new();
+    h.hb(Hb::join("a", &["foo"]));
+    let r = h.hb(Hb::beat("a", 1, &parts(&[])).topics(&["foo", "bar"]));
+    assert_eq!(r.member_epoch, 2);
+    let r = h.hb(Hb::join("a", &["foo"]));
+    assert_eq!(r.error_code, 0);
+    assert_eq!(r.member_epoch, 3);
+    assert_eq!(assigned(&r).unwrap(), parts(&[(FOO, &[0, 1, 2, 3, 4, 5])]));
+    let m = &h.group().members["a"];
+    assert_eq!((m.member_epoch, m.previous_member_epoch), (3, 0));
 }
