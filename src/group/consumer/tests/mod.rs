@@ -227,12 +227,6 @@ impl H {
     pub(super) fn advance(&mut self, ms: u64) {
         self.now += ms;
         self.c.tick(self.now, &mut self.events);
-        let live: BTreeSet<(String, String)> = self
-            .c
-            .groups()
-            .flat_map(|g| g.members.keys().map(move |m| (g.id.clone(), m.clone())))
-            .collect();
-        self.told.retain(|k, _| live.contains(k));
         self.check();
     }
 
@@ -245,7 +239,14 @@ impl H {
     }
 
     /// No partition held twice: by the coordinator's records and by what clients were told.
-    pub(super) fn check(&self) {
+    /// A client whose member is gone (left, fenced, replaced) has abandoned its partitions.
+    pub(super) fn check(&mut self) {
+        let live: BTreeSet<(String, String)> = self
+            .c
+            .groups()
+            .flat_map(|g| g.members.keys().map(move |m| (g.id.clone(), m.clone())))
+            .collect();
+        self.told.retain(|k, _| live.contains(k));
         for g in self.c.groups() {
             if let Err(e) = g.check_ownership() {
                 panic!("group {}: {e}", g.id);

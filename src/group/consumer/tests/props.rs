@@ -103,6 +103,10 @@ fn apply(h: &mut H, ids: &mut Ids, op: &Op) {
                 return;
             }
             let member = h.group().members[&id].clone();
+            if member.member_epoch < 0 {
+                // A static member that left for now sends nothing until it joins again.
+                return;
+            }
             let mut owned = current(h, &id);
             if matches!(op, Op::SlowBeat { .. }) {
                 for (t, ps) in &member.pending_revocation {
