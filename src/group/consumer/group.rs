@@ -67,6 +67,8 @@ pub struct ConsumerGroup {
     pub subscription_metadata: BTreeMap<String, TopicInfo>,
     pub regexes: BTreeMap<String, ResolvedRegex>,
     pub state: ConsumerGroupState,
+    /// Changed since its record was last taken (`ConsumerGroups::take_dirty`).
+    pub(crate) dirty: bool,
 }
 
 impl ConsumerGroup {
@@ -82,6 +84,7 @@ impl ConsumerGroup {
             subscription_metadata: BTreeMap::new(),
             regexes: BTreeMap::new(),
             state: ConsumerGroupState::Empty,
+            dirty: true,
         }
     }
 
@@ -101,6 +104,7 @@ impl ConsumerGroup {
 
     /// Adds or replaces a member, moving the partition epochs from its old state to its new.
     pub fn put_member(&mut self, member: Member) {
+        self.dirty = true;
         if let Some(old) = self.members.get(&member.id) {
             for tp in old.owned() {
                 self.partition_epochs.remove(&tp);
@@ -119,6 +123,7 @@ impl ConsumerGroup {
     /// Removes a member with its partitions (free now) and its target.
     pub fn remove_member(&mut self, member_id: &str) -> Option<Member> {
         let m = self.members.remove(member_id)?;
+        self.dirty = true;
         for tp in m.owned() {
             self.partition_epochs.remove(&tp);
         }
@@ -242,6 +247,7 @@ impl ConsumerGroup {
         let next = assignor.assign(&specs, &|id| topics.partitions(id));
         self.target = next;
         self.assignment_epoch = epoch;
+        self.dirty = true;
     }
 
     /// Kafka's `maybeUpdateGroupState`.

@@ -50,6 +50,7 @@ impl ConsumerGroups {
         out: &mut Vec<ConsumerEvent>,
     ) -> ConsumerGroupHeartbeatResponse {
         self.run_timers(now, out);
+        let group_id = req.group_id.as_str();
         let result = self.validate(cx.api_version, req).and_then(|()| {
             if req.member_epoch == LEAVE_GROUP_MEMBER_EPOCH
                 || req.member_epoch == LEAVE_GROUP_STATIC_MEMBER_EPOCH
@@ -59,6 +60,7 @@ impl ConsumerGroups {
                 self.join_or_heartbeat(now, cx, req, out)
             }
         });
+        self.note(group_id);
         result.unwrap_or_else(|Refusal(code, message)| {
             ConsumerGroupHeartbeatResponse::default()
                 .with_error_code(code)
@@ -490,6 +492,7 @@ fn fenced_instance(member_id: &str, instance: &str, by: &str) -> Refusal {
 /// The group epoch moves on (the next heartbeat computes a new target).
 pub(super) fn bump_group_epoch(group: &mut ConsumerGroup, out: &mut Vec<ConsumerEvent>) {
     group.group_epoch += 1;
+    group.dirty = true;
     out.push(ConsumerEvent::GroupEpochBumped {
         group: group.id.clone(),
         epoch: group.group_epoch,

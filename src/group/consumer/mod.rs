@@ -28,6 +28,7 @@ mod heartbeat;
 mod member;
 mod offsets;
 mod reconcile;
+mod record;
 mod timers;
 mod topics;
 
@@ -35,7 +36,7 @@ mod topics;
 mod tests;
 
 use std::collections::hash_map::RandomState;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, Hasher};
 
 pub use assignor::Assignor;
@@ -44,6 +45,7 @@ pub use member::{
     Assignment, Member, MemberState, LEAVE_GROUP_MEMBER_EPOCH, LEAVE_GROUP_STATIC_MEMBER_EPOCH,
 };
 pub use offsets::OffsetFence;
+pub use record::{AssignmentRecord, ConsumerGroupRecord, ConsumerMemberRecord};
 pub use topics::{TopicInfo, Topics};
 
 use super::Millis;
@@ -135,6 +137,8 @@ pub struct ConsumerGroups {
     topics: Topics,
     timers: Timers,
     ids: MemberIds,
+    /// Groups whose record changed since `take_dirty` (deleted ones included).
+    dirty: BTreeSet<String>,
 }
 
 impl ConsumerGroups {
@@ -153,6 +157,7 @@ impl ConsumerGroups {
             topics: Topics::default(),
             timers: Timers::default(),
             ids: MemberIds { seed, counter: 0 },
+            dirty: BTreeSet::new(),
         }
     }
 
@@ -175,6 +180,9 @@ impl ConsumerGroups {
             if metadata != g.subscription_metadata {
                 g.subscription_metadata = metadata;
                 heartbeat::bump_group_epoch(g, out);
+            }
+            if std::mem::take(&mut g.dirty) {
+                self.dirty.insert(g.id.clone());
             }
         }
     }
@@ -205,6 +213,7 @@ impl ConsumerGroups {
             Some(_) => {
                 self.groups.remove(group);
                 self.timers.cancel_group(group);
+                self.dirty.insert(group.to_string());
                 Ok(())
             }
         }
@@ -247,7 +256,23 @@ impl ConsumerGroups {
                 };
                 heartbeat::fence_member(g, &mut self.timers, &self.topics, &member, cause, out);
             }
+            self.note(&group);
         }
+    }
+
+    /// Remembers `group` as changed if it is.
+    fn note(&mut self, group: &str) {
+        if let Some(g) = self.groups.get_mut(group) {
+            if std::mem::take(&mut g.dirty) {
+                self.dirty.insert(group.to_string());
+            }
+        }
+    }
+
+    /// The groups whose record changed since the last call (write `record(id)`, or a tombstone
+    /// when it is `None`), in id order. A steady heartbeat changes nothing.
+    pub fn take_dirty(&mut self) -> BTreeSet<String> {
+        std::mem::take(&mut self.dirty)
     }
 }
 

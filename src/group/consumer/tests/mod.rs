@@ -5,6 +5,7 @@
 mod heartbeat;
 mod props;
 mod reconcile;
+mod records;
 mod statics;
 mod timeouts;
 
