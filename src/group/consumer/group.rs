@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use uuid::Uuid;
 
 use super::assignor::{Assignor, MemberSpec};
-use super::member::{Assignment, Member};
+use super::member::{count, flatten, Assignment, Member};
 use super::topics::{TopicInfo, TopicRegex, Topics};
 
 /// Kafka's `ConsumerGroupState` (a deleted group is gone rather than Dead).
@@ -41,6 +41,18 @@ impl ConsumerGroupState {
             ConsumerGroupState::Stable => "stable",
         }
     }
+}
+
+/// Where a group's reconciliation stands (`ConsumerGroup::reconciliation`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reconciliation {
+    pub members: usize,
+    /// Members whose epoch is the target assignment's.
+    pub at_target_epoch: usize,
+    /// Partitions members still hold but must give up.
+    pub pending_revocation: usize,
+    /// Partitions in a member's target it does not hold yet.
+    pub awaiting_assignment: usize,
 }
 
 /// A regex some member subscribes with and the topics it matches now.
@@ -268,6 +280,24 @@ impl ConsumerGroup {
         let changed = state != self.state;
         self.state = state;
         changed
+    }
+
+    /// Where reconciliation stands, for metrics and dashboards.
+    pub fn reconciliation(&self) -> Reconciliation {
+        let empty = Assignment::new();
+        let mut r = Reconciliation {
+            members: self.members.len(),
+            ..Reconciliation::default()
+        };
+        for m in self.members.values() {
+            r.at_target_epoch += usize::from(m.member_epoch == self.assignment_epoch);
+            r.pending_revocation += count(&m.pending_revocation);
+            let target = self.target.get(&m.id).unwrap_or(&empty);
+            r.awaiting_assignment += flatten(target)
+                .filter(|(t, p)| !m.assigned.get(t).is_some_and(|ps| ps.contains(p)))
+                .count();
+        }
+        r
     }
 
     /// Test and invariant helper: every partition held (assigned or pending revocation) by at most

@@ -40,7 +40,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, Hasher};
 
 pub use assignor::Assignor;
-pub use group::{ConsumerGroup, ConsumerGroupState};
+pub use group::{ConsumerGroup, ConsumerGroupState, Reconciliation};
 pub use member::{
     Assignment, Member, MemberState, LEAVE_GROUP_MEMBER_EPOCH, LEAVE_GROUP_STATIC_MEMBER_EPOCH,
 };

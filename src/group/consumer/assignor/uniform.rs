@@ -109,7 +109,7 @@ fn heterogeneous(
     // Fill: topics with the fewest subscribers first, each partition to its least-loaded subscriber.
     let mut topics: Vec<(&Uuid, &Vec<usize>)> = subscribers.iter().collect();
     topics.sort_by_key(|(t, subs)| (subs.len(), **t));
-    let least = |out: &Vec<Assignment>, subs: &[usize]| -> usize {
+    let least = |out: &[Assignment], subs: &[usize]| -> usize {
         let key = |i: &usize| (count(&out[*i]), members[*i].id);
         subs.iter().copied().min_by_key(key).unwrap_or(0)
     };
@@ -143,17 +143,16 @@ fn find_move(
     members: &[MemberSpec<'_>],
     subscribers: &BTreeMap<Uuid, Vec<usize>>,
     out: &[Assignment],
-    least: &dyn Fn(&Vec<Assignment>, &[usize]) -> usize,
+    least: &dyn Fn(&[Assignment], &[usize]) -> usize,
 ) -> Option<(usize, usize, Uuid, i32)> {
     let mut order: Vec<usize> = (0..members.len()).collect();
     order.sort_by_key(|i| (std::cmp::Reverse(count(&out[*i])), members[*i].id));
-    let out_vec = out.to_vec();
     for from in order {
         let have = count(&out[from]);
         let topics: BTreeSet<Uuid> = out[from].keys().copied().collect();
         for t in topics {
             let subs = subscribers.get(&t).map(Vec::as_slice).unwrap_or(&[]);
-            let to = least(&out_vec, subs);
+            let to = least(out, subs);
             if count(&out[to]) + 1 < have {
                 let p = *out[from].get(&t)?.iter().next_back()?;
                 return Some((from, to, t, p));

@@ -203,6 +203,16 @@ fn test_new_joining_member_triggers_new_target_assignment() {
         h.group().members["a"].state,
         MemberState::UnrevokedPartitions
     );
+    let rec = h.group().reconciliation();
+    assert_eq!(
+        (
+            rec.members,
+            rec.at_target_epoch,
+            rec.pending_revocation,
+            rec.awaiting_assignment
+        ),
+        (2, 1, 3, 3)
+    );
     // a revokes: epoch 2.
     let r = h.hb(Hb::beat("a", 1, &keep));
     assert_eq!(r.member_epoch, 2);
@@ -210,6 +220,15 @@ fn test_new_joining_member_triggers_new_target_assignment() {
     let r = h.hb(Hb::beat("b", 2, &parts(&[])));
     assert_eq!(assigned(&r).unwrap()[&FOO].len(), 3);
     assert_eq!(h.group().state, ConsumerGroupState::Stable);
+    let rec = h.group().reconciliation();
+    assert_eq!(
+        (
+            rec.at_target_epoch,
+            rec.pending_revocation,
+            rec.awaiting_assignment
+        ),
+        (2, 0, 0)
+    );
 }
 
 #[test]
