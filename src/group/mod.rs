@@ -28,6 +28,7 @@
 //! - Startup with a store: `begin_loading`, then `load` with what the store holds. In between,
 //!   group APIs answer COORDINATOR_LOAD_IN_PROGRESS (14) and Heartbeat 0 (§1.2).
 
+pub mod consumer;
 mod describe;
 // `group/group.rs` holds the `Group` struct.
 #[allow(clippy::module_inception)]

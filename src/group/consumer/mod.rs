@@ -1,0 +1,319 @@
+//! Kafka's consumer group protocol (KIP-848): ConsumerGroupHeartbeat (API 68) v0–1 and
+//! ConsumerGroupDescribe (API 69) v0–1, with server-side assignment and incremental reconciliation,
+//! as a pure state machine beside the classic coordinator (no tokio, no sockets, no clock reads:
+//! time is passed in). The semantics are Apache Kafka 4's group coordinator (`GroupMetadataManager`,
+//! `ConsumerGroup`, `CurrentAssignmentBuilder`, `TargetAssignmentBuilder`, `UniformAssignor`,
+//! `RangeAssignor`).
+//!
+//! Layout: `member.rs`, `group.rs` (data and queries), `reconcile.rs` (one member towards its
+//! target), `assignor/` (`uniform`, `range`), `heartbeat.rs` (join, heartbeat, leave, timeouts),
+//! `describe.rs`, `offsets.rs` (OffsetCommit/OffsetFetch fenced by member epoch), `topics.rs`
+//! (topic metadata input, regexes), `timers.rs`.
+//!
+//! For the shell:
+//! - Topic metadata comes in through `set_topics` (ids, names, partition counts); groups whose
+//!   subscribed topics or regex matches change get a new group epoch, so their next heartbeat
+//!   computes a new target.
+//! - `heartbeat` answers at once (nothing parks). Call `tick(now)` when `now >= next_deadline()`:
+//!   expired sessions and rebalance timeouts fence their members.
+//! - One group-id namespace with the classic coordinator is the caller's job: a heartbeat for an
+//!   id that names a non-empty classic group is answered GROUP_ID_NOT_FOUND ("not a consumer
+//!   group") before it gets here; an empty classic group is deleted first (Kafka's
+//!   `getOrMaybeCreateConsumerGroup`). `contains` tells the classic side an id is taken.
+
+mod assignor;
+mod describe;
+mod group;
+mod heartbeat;
+mod member;
+mod offsets;
+mod reconcile;
+mod record;
+mod timers;
+mod topics;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{BuildHasher, Hasher};
+
+pub use assignor::Assignor;
+pub use group::{ConsumerGroup, ConsumerGroupState, Reconciliation};
+pub use member::{
+    Assignment, Member, MemberState, LEAVE_GROUP_MEMBER_EPOCH, LEAVE_GROUP_STATIC_MEMBER_EPOCH,
+};
+pub use offsets::OffsetFence;
+pub use record::{AssignmentRecord, ConsumerGroupRecord, ConsumerMemberRecord};
+pub use topics::{TopicInfo, Topics};
+
+use super::Millis;
+use timers::{Kind, Timers};
+
+/// A bound on timers fired by one call; the rest fire on the next.
+const MAX_TIMERS_PER_PASS: usize = 100_000;
+
+/// Consumer group settings: Kafka's `group.consumer.*` broker configs, with Kafka's defaults.
+#[derive(Clone, Debug)]
+pub struct ConsumerConfig {
+    /// `group.consumer.session.timeout.ms`.
+    pub session_timeout_ms: i32,
+    /// `group.consumer.heartbeat.interval.ms`.
+    pub heartbeat_interval_ms: i32,
+    /// `group.consumer.max.size`.
+    pub max_size: usize,
+    /// `group.consumer.assignors`: the server-side assignors offered; the first is the default.
+    pub assignors: Vec<Assignor>,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            session_timeout_ms: 45_000,
+            heartbeat_interval_ms: 5_000,
+            max_size: i32::MAX as usize,
+            assignors: vec![Assignor::Uniform, Assignor::Range],
+        }
+    }
+}
+
+impl ConsumerConfig {
+    fn default_assignor(&self) -> Assignor {
+        self.assignors.first().copied().unwrap_or(Assignor::Uniform)
+    }
+}
+
+/// Why a member left the group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FenceCause {
+    /// It sent member epoch -1.
+    Leave,
+    /// No heartbeat within the session timeout.
+    SessionTimeout,
+    /// It kept partitions pending revocation beyond its rebalance timeout.
+    RebalanceTimeout,
+}
+
+/// Metric events of consumer groups.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ConsumerEvent {
+    GroupEpochBumped {
+        group: String,
+        epoch: i32,
+    },
+    /// A new target assignment was computed (Kafka's rebalance of a consumer group).
+    TargetAssigned {
+        group: String,
+        epoch: i32,
+        assignor: Assignor,
+    },
+    StateChanged {
+        group: String,
+        state: ConsumerGroupState,
+    },
+    MemberJoined {
+        group: String,
+    },
+    MemberFenced {
+        group: String,
+        cause: FenceCause,
+    },
+}
+
+/// The shell's context of one request.
+#[derive(Clone, Debug, Default)]
+pub struct CallContext {
+    pub api_version: i16,
+    pub client_id: String,
+    /// The peer address, e.g. "/127.0.0.1".
+    pub client_host: String,
+}
+
+/// Every consumer group this coordinator serves.
+pub struct ConsumerGroups {
+    config: ConsumerConfig,
+    groups: BTreeMap<String, ConsumerGroup>,
+    topics: Topics,
+    timers: Timers,
+    ids: MemberIds,
+    /// Groups whose record changed since `take_dirty` (deleted ones included).
+    dirty: BTreeSet<String>,
+}
+
+impl ConsumerGroups {
+    /// Member ids the coordinator generates (v0) are seeded per process.
+    pub fn new(config: ConsumerConfig) -> Self {
+        let mut h = RandomState::new().build_hasher();
+        h.write_u64(0x6b69_7038_3438);
+        Self::with_seed(config, h.finish())
+    }
+
+    /// Like `new`, with generated member ids fully determined by `seed` (tests).
+    pub fn with_seed(config: ConsumerConfig, seed: u64) -> Self {
+        ConsumerGroups {
+            config,
+            groups: BTreeMap::new(),
+            topics: Topics::default(),
+            timers: Timers::default(),
+            ids: MemberIds { seed, counter: 0 },
+            dirty: BTreeSet::new(),
+        }
+    }
+
+    pub fn config(&self) -> &ConsumerConfig {
+        &self.config
+    }
+
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    /// Replaces the topic metadata. Groups whose subscription metadata (subscribed topics that
+    /// exist, their ids and partition counts, regex matches) changes get a new group epoch.
+    pub fn set_topics(&mut self, now: Millis, topics: Topics, out: &mut Vec<ConsumerEvent>) {
+        self.run_timers(now, out);
+        self.topics = topics;
+        for g in self.groups.values_mut() {
+            g.refresh_regexes(&self.topics);
+            let metadata = g.compute_subscription_metadata(&self.topics);
+            if metadata != g.subscription_metadata {
+                g.subscription_metadata = metadata;
+                heartbeat::bump_group_epoch(g, out);
+            }
+            if std::mem::take(&mut g.dirty) {
+                self.dirty.insert(g.id.clone());
+            }
+        }
+    }
+
+    /// Whether `group` is a consumer group here (one namespace with the classic groups).
+    pub fn contains(&self, group: &str) -> bool {
+        self.groups.contains_key(group)
+    }
+
+    pub fn group(&self, group: &str) -> Option<&ConsumerGroup> {
+        self.groups.get(group)
+    }
+
+    pub fn groups(&self) -> impl Iterator<Item = &ConsumerGroup> {
+        self.groups.values()
+    }
+
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Removes an Empty group (DeleteGroups; Kafka's `validateDeleteGroup`): NON_EMPTY_GROUP (68)
+    /// if it has members, GROUP_ID_NOT_FOUND (69) if there is none.
+    pub fn delete(&mut self, group: &str) -> Result<(), i16> {
+        match self.groups.get(group) {
+            None => Err(69),
+            Some(g) if g.state != ConsumerGroupState::Empty => Err(68),
+            Some(_) => {
+                self.groups.remove(group);
+                self.timers.cancel_group(group);
+                self.dirty.insert(group.to_string());
+                Ok(())
+            }
+        }
+    }
+
+    /// The earliest armed timer; call `tick` when the clock reaches it.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.timers.next_deadline()
+    }
+
+    /// Armed timers (tests, metrics).
+    pub fn timer_count(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Fires every timer due at `now`, each at its own deadline.
+    pub fn tick(&mut self, now: Millis, out: &mut Vec<ConsumerEvent>) {
+        self.run_timers(now, out);
+    }
+
+    fn run_timers(&mut self, now: Millis, out: &mut Vec<ConsumerEvent>) {
+        for _ in 0..MAX_TIMERS_PER_PASS {
+            let Some((_at, group, member, kind)) = self.timers.pop_due(now) else {
+                return;
+            };
+            let Some(g) = self.groups.get_mut(&group) else {
+                continue;
+            };
+            let fence = match kind {
+                Kind::Session => g.members.contains_key(&member),
+                Kind::Rebalance { epoch } => g
+                    .members
+                    .get(&member)
+                    .is_some_and(|m| m.member_epoch == epoch),
+            };
+            if fence {
+                let cause = match kind {
+                    Kind::Session => FenceCause::SessionTimeout,
+                    Kind::Rebalance { .. } => FenceCause::RebalanceTimeout,
+                };
+                heartbeat::fence_member(g, &mut self.timers, &self.topics, &member, cause, out);
+            }
+            self.note(&group);
+        }
+    }
+
+    /// Remembers `group` as changed if it is.
+    fn note(&mut self, group: &str) {
+        if let Some(g) = self.groups.get_mut(group) {
+            if std::mem::take(&mut g.dirty) {
+                self.dirty.insert(group.to_string());
+            }
+        }
+    }
+
+    /// The groups whose record changed since the last call (write `record(id)`, or a tombstone
+    /// when it is `None`), in id order. A steady heartbeat changes nothing.
+    pub fn take_dirty(&mut self) -> BTreeSet<String> {
+        std::mem::take(&mut self.dirty)
+    }
+}
+
+/// Member ids for v0 joins (Kafka generates a random UUID; ours are unique per process and seeded
+/// per process), printed like Kafka's `Uuid.toString()`: 22 characters of URL-safe base64.
+struct MemberIds {
+    seed: u64,
+    counter: u64,
+}
+
+impl MemberIds {
+    fn next(&mut self) -> String {
+        self.counter = self.counter.wrapping_add(1);
+        let hi = mix(self
+            .seed
+            .wrapping_add(self.counter.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
+        let lo = mix(hi ^ self.seed.rotate_left(29) ^ 0x2545_f491_4f6c_dd1d);
+        let bytes = ((u128::from(hi) << 64) | u128::from(lo)).to_be_bytes();
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut s = String::with_capacity(22);
+        let mut acc: u32 = 0;
+        let mut bits = 0;
+        for b in bytes {
+            acc = (acc << 8) | u32::from(b);
+            bits += 8;
+            while bits >= 6 {
+                bits -= 6;
+                s.push(ALPHABET[((acc >> bits) & 63) as usize] as char);
+            }
+        }
+        if bits > 0 {
+            s.push(ALPHABET[((acc << (6 - bits)) & 63) as usize] as char);
+        }
+        s
+    }
+}
+
+/// splitmix64's finaliser: a bijection on u64, so ids never repeat within a process.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
