@@ -6,7 +6,7 @@
 //! A request the gateway cannot take at the version this connection negotiated closes the
 //! connection, so the client reconnects and negotiates again (after a reload to passthrough).
 
-mod gateway;
+pub(crate) mod gateway;
 pub mod handback;
 pub mod observe;
 mod split;
@@ -31,7 +31,7 @@ use crate::server::{Origin, Shared};
 use crate::store::Store;
 
 pub use handback::Handbacks;
-pub use observe::{Asked, Observer};
+pub use observe::{Asked, Observed, Observer};
 pub use takeover::TakeOvers;
 
 /// kelp's state for groups moving between the coordinators: what it observes of passthrough
@@ -341,11 +341,16 @@ fn passthrough_plan(
                 Kind::Observe(Asked::Leave { leaving }),
             ))
         }
-        Request::OffsetCommit(r) => Some(post(
-            r.group_id.to_string(),
-            peek,
-            Kind::Observe(Asked::Commit),
-        )),
+        Request::OffsetCommit(r) => {
+            let group = r.group_id.to_string();
+            let named = r.topics.iter().flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(move |p| (t.name.as_str(), p.partition_index))
+            });
+            pt.observer.commit_request(&group, named);
+            Some(post(group, peek, Kind::Observe(Asked::Commit)))
+        }
         Request::OffsetFetch(r) if r.groups.is_empty() && r.topics.is_none() => {
             // Gateway 4.48 runs out of memory on an all-topics OffsetFetch: never forward one.
             return Ok(Plan::Local(refuse_all_topics_fetch(peek)));
