@@ -20,6 +20,7 @@ use arc_swap::ArcSwap;
 use crate::backend::Backend;
 use crate::coordinator::{GroupService, Snapshot};
 use crate::group::GroupState;
+use crate::metrics::lag::RoundRequests;
 use crate::metrics::Metrics;
 use crate::passthrough::{Observed, Passthrough};
 use crate::peers::{Owner, Peers};
@@ -100,11 +101,12 @@ pub async fn run(lag: Arc<Lag>, sources: Sources) {
         };
         let began = Instant::now();
         let at = started.elapsed().as_millis() as u64;
-        let report = round(&lag, &sources, snapshot, &mut histories, at).await;
+        let mut requests = RoundRequests::default();
+        let report = round(&lag, &sources, snapshot, &mut histories, at, &mut requests).await;
         sources.metrics.lag.publish(&report, lag.settings.per_partition, &|g, mode| {
             sources.metrics.groups.label_for(g, mode)
         });
-        sources.metrics.lag.round_done(began.elapsed());
+        sources.metrics.lag.round_done(began.elapsed(), &requests);
         lag.report.store(Arc::new(report));
     }
 }
@@ -115,6 +117,7 @@ async fn round(
     snapshot: Snapshot,
     histories: &mut HashMap<String, History>,
     at: u64,
+    requests: &mut RoundRequests,
 ) -> Report {
     let mut inputs: Vec<Input> = snapshot.groups.iter().map(|g| local_input(&snapshot, g)).collect();
     let observed = passthrough_groups(&sources.passthrough, sources.peers.as_deref(), &snapshot);
@@ -127,11 +130,11 @@ async fn round(
     for o in &observed {
         let committed = match commits.remove(&o.group) {
             Some(Ok(offsets)) => {
-                sources.metrics.lag.offset_fetch("ok");
+                requests.offset_fetches[0] += 1;
                 offsets.into_iter().collect()
             }
             Some(Err(e)) => {
-                sources.metrics.lag.offset_fetch("error");
+                requests.offset_fetches[1] += 1;
                 tracing::debug!(group = %o.group, error = %e, "lag: cannot read a passthrough group's commits");
                 continue;
             }
@@ -153,11 +156,11 @@ async fn round(
     for (key, result) in fetch::log_ends(&sources.backend, &sets).await {
         match result {
             Ok(offsets) => {
-                sources.metrics.lag.list_offsets("ok");
+                requests.list_offsets[0] += 1;
                 log_ends.insert(key, offsets);
             }
             Err(e) => {
-                sources.metrics.lag.list_offsets("error");
+                requests.list_offsets[1] += 1;
                 tracing::warn!(topics = ?key, error = %e, "lag: ListOffsets to the gateway failed; those groups keep their last lag");
             }
         }

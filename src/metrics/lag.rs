@@ -28,6 +28,13 @@ struct Published {
     ages: HashSet<String>,
 }
 
+/// The requests one round sent to the gateway: [ok, error] each.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RoundRequests {
+    pub list_offsets: [u64; 2],
+    pub offset_fetches: [u64; 2],
+}
+
 pub struct LagMetrics {
     lag: IntGaugeVec,
     max_partition: IntGaugeVec,
@@ -130,15 +137,15 @@ impl LagMetrics {
         }
     }
 
-    pub fn list_offsets(&self, result: &str) {
-        self.list_offsets.with_label_values(&[result]).inc();
-    }
-
-    pub fn offset_fetch(&self, result: &str) {
-        self.offset_fetches.with_label_values(&[result]).inc();
-    }
-
-    pub fn round_done(&self, took: Duration) {
+    /// Counts a finished round and its requests together, so a scrape sees whole rounds.
+    pub fn round_done(&self, took: Duration, requests: &RoundRequests) {
+        for (family, [ok, error]) in [
+            (&self.list_offsets, requests.list_offsets),
+            (&self.offset_fetches, requests.offset_fetches),
+        ] {
+            family.with_label_values(&["ok"]).inc_by(ok);
+            family.with_label_values(&["error"]).inc_by(error);
+        }
         self.rounds.inc();
         self.round_duration.observe(took.as_secs_f64());
     }
