@@ -490,6 +490,9 @@ fn dashboards_are_complete_grafana_models() {
                 "Member evictions per minute by cause",
                 "Offset-commit errors",
                 "local vs passthrough",
+                "Lag per group and topic",
+                "Lag status timeline",
+                "Commit age",
             ],
         ),
         (
