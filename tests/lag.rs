@@ -358,3 +358,41 @@ fn a_thousand_groups_on_ten_topics_cost_one_list_offsets_per_topic_set() {
     let doc = groups_json(&kelp);
     assert_eq!(doc["groups"].as_array().map(Vec::len), Some(1000));
 }
+
+#[test]
+fn a_passthrough_groups_lag_comes_from_the_gateways_commits() {
+    let kelp = kelp_for_lag(&["--group-mode", "passthrough"]);
+    let tag = std::process::id();
+    let (topic, group) = (format!("lag-pt-{tag}"), format!("lag-pt-group-{tag}"));
+    support::create_topic(kelp.addr(), &topic, 1);
+    assert_eq!(support::produce(kelp.addr(), &topic, 50), 50);
+    let consumer = support::GroupConsumer::start(kelp.addr(), &group, "lag-pt", &[topic.as_str()]);
+    wait_for("the passthrough member consumed 50", Duration::from_secs(90), || {
+        let n = consumer.count();
+        ((n >= 50).then_some(()), format!("{n} consumed"))
+    });
+    // Auto-commit (1 s) reaches the gateway, kelp reads it back: lag 0.
+    let lag_of = |kelp: &Kelp| series(kelp, "kelp_group_lag", &[("group", &group), ("topic", &topic)]);
+    wait_for("passthrough lag 0", Duration::from_secs(60), || {
+        let l = lag_of(&kelp);
+        ((l == Some(0.0)).then_some(()), format!("{l:?}"))
+    });
+    consumer.stop();
+    assert_eq!(support::produce(kelp.addr(), &topic, 20), 20);
+    // What a client computes: the high watermark (70) minus the gateway's committed offset.
+    let committed = support::committed(kelp.addr(), &group, &topic, 1)[&0];
+    assert!(committed >= 50, "the gateway kept the commit: {committed}");
+    let expected = (70 - committed) as f64;
+    wait_for("passthrough lag == 70 - committed", Duration::from_secs(60), || {
+        let l = lag_of(&kelp);
+        ((l == Some(expected)).then_some(()), format!("{l:?}, expected {expected}"))
+    });
+    let doc = groups_json(&kelp);
+    let g = group_in(&doc, &group).unwrap_or_else(|| panic!("/groups lists {group}: {doc}"));
+    assert_eq!(g["mode"], "passthrough", "{g}");
+    assert_eq!(g["lag"].as_f64(), Some(expected), "{g}");
+    assert!(
+        series(&kelp, "kelp_lag_offset_fetch_requests_total", &[("result", "ok")]).is_some_and(|n| n >= 1.0),
+        "commits read from the gateway"
+    );
+}
