@@ -5,9 +5,11 @@
 //! `GET /groups` shows the same numbers; and 1,000 groups on 10 topics cost one ListOffsets per
 //! topic set per round. kelp runs with a 1 s lag interval and a 4 s status window.
 
-mod support;
+#[allow(dead_code)]
+mod peers;
 #[allow(dead_code)]
 mod raw;
+mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -395,4 +397,38 @@ fn a_passthrough_groups_lag_comes_from_the_gateways_commits() {
         series(&kelp, "kelp_lag_offset_fetch_requests_total", &[("result", "ok")]).is_some_and(|n| n >= 1.0),
         "commits read from the gateway"
     );
+}
+
+#[test]
+fn with_several_kelps_only_the_owner_reports_a_groups_lag() {
+    let mut cluster = peers::Cluster::new("lag-owner", 2);
+    for i in 0..2 {
+        cluster.start_with(i, &["--lag-interval-secs", "1"]);
+    }
+    cluster.wait_peers_live(2, Duration::from_secs(30));
+    let tag = std::process::id();
+    let (topic, group) = (format!("lag-mesh-{tag}"), format!("lag-mesh-group-{tag}"));
+    support::create_topic(&cluster.addr(0), &topic, 1);
+    assert_eq!(support::produce(&cluster.addr(0), &topic, 30), 30);
+    let owner = cluster.hash_owner(&group, &[0, 1]);
+    let other = 1 - owner;
+    // Committed through the kelp that does not own the group: it forwards to the owner.
+    let mut raw = raw::Raw::connect(&cluster.addr(other));
+    commit(&mut raw, &group, &topic, 10);
+    let lag_on = |i: usize| series(cluster.kelp(i), "kelp_group_lag", &[("group", &group), ("topic", &topic)]);
+    wait_for("the owner reports lag 20", Duration::from_secs(60), || {
+        let l = lag_on(owner);
+        ((l == Some(20.0)).then_some(()), format!("{l:?}"))
+    });
+    // A few more rounds on the other kelp: never a series, never a /groups entry.
+    let rounds = |i: usize| plain(&cluster.kelp(i).http_get("/metrics").1, "kelp_lag_rounds_total");
+    let start = rounds(other);
+    wait_for("three rounds on the other kelp", Duration::from_secs(60), || {
+        let r = rounds(other);
+        ((r >= start + 3.0).then_some(()), format!("{r}"))
+    });
+    assert_eq!(lag_on(other), None, "kelp {other} does not own {group}");
+    assert!(group_in(&groups_json(cluster.kelp(other)), &group).is_none());
+    let doc = groups_json(cluster.kelp(owner));
+    assert_eq!(group_in(&doc, &group).map(|g| g["lag"].clone()), Some(Value::from(20)));
 }
