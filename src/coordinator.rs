@@ -85,7 +85,13 @@ impl GroupService {
         config.durable = true;
         let mut coordinator = Coordinator::new(config);
         coordinator.shard();
-        tokio::spawn(run(coordinator, (rx, views_rx), metrics, Some(store), Some(peers)));
+        tokio::spawn(run(
+            coordinator,
+            (rx, views_rx),
+            metrics,
+            Some(store),
+            Some(peers),
+        ));
         GroupService {
             tx,
             next_token: Arc::new(AtomicU64::new(1)),

@@ -99,13 +99,12 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, lag: Arc<Lag>) {
                 let shared = shared.clone();
                 let lag = lag.clone();
                 async move {
-                    let response = if request.method() == Method::GET
-                        && request.uri().path() == "/groups"
-                    {
-                        groups(&shared, &lag).await
-                    } else {
-                        route(&shared, &request)
-                    };
+                    let response =
+                        if request.method() == Method::GET && request.uri().path() == "/groups" {
+                            groups(&shared, &lag).await
+                        } else {
+                            route(&shared, &request)
+                        };
                     Ok::<_, Infallible>(response)
                 }
             });

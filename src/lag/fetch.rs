@@ -33,7 +33,9 @@ pub type Offsets = HashMap<(String, i32), i64>;
 
 /// The distinct topic sets of `groups` (each group: the partitions it has commits for), with the
 /// partitions to ask for in each: the union over the groups sharing the set.
-pub fn plan<'a>(groups: impl IntoIterator<Item = &'a Partitions>) -> BTreeMap<TopicSet, Partitions> {
+pub fn plan<'a>(
+    groups: impl IntoIterator<Item = &'a Partitions>,
+) -> BTreeMap<TopicSet, Partitions> {
     let mut sets: BTreeMap<TopicSet, Partitions> = BTreeMap::new();
     for partitions in groups {
         if partitions.is_empty() {
@@ -76,7 +78,11 @@ pub async fn log_ends(
         .await
 }
 
-async fn list_offsets(backend: &Backend, version: i16, partitions: &Partitions) -> Result<Offsets, String> {
+async fn list_offsets(
+    backend: &Backend,
+    version: i16,
+    partitions: &Partitions,
+) -> Result<Offsets, String> {
     let request = ListOffsetsRequest::default()
         .with_replica_id(BrokerId(-1))
         .with_topics(
@@ -127,7 +133,11 @@ pub async fn gateway_commits(
         .await
 }
 
-async fn offset_fetch(backend: &Backend, group: &str, partitions: &Partitions) -> Result<Offsets, String> {
+async fn offset_fetch(
+    backend: &Backend,
+    group: &str,
+    partitions: &Partitions,
+) -> Result<Offsets, String> {
     let request = OffsetFetchRequest::default()
         .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
         .with_topics(Some(

@@ -25,7 +25,12 @@ pub fn unix_ms() -> u64 {
 }
 
 /// The whole document.
-pub fn render(snapshot: &Snapshot, observed: &[Observed], report: &Report, interval_secs: u64) -> Value {
+pub fn render(
+    snapshot: &Snapshot,
+    observed: &[Observed],
+    report: &Report,
+    interval_secs: u64,
+) -> Value {
     let mut groups: Vec<Value> = snapshot
         .groups
         .iter()

@@ -103,9 +103,12 @@ pub async fn run(lag: Arc<Lag>, sources: Sources) {
         let at = started.elapsed().as_millis() as u64;
         let mut requests = RoundRequests::default();
         let report = round(&lag, &sources, snapshot, &mut histories, at, &mut requests).await;
-        sources.metrics.lag.publish(&report, lag.settings.per_partition, &|g, mode| {
-            sources.metrics.groups.label_for(g, mode)
-        });
+        sources
+            .metrics
+            .lag
+            .publish(&report, lag.settings.per_partition, &|g, mode| {
+                sources.metrics.groups.label_for(g, mode)
+            });
         sources.metrics.lag.round_done(began.elapsed(), &requests);
         lag.report.store(Arc::new(report));
     }
@@ -119,7 +122,11 @@ async fn round(
     at: u64,
     requests: &mut RoundRequests,
 ) -> Report {
-    let mut inputs: Vec<Input> = snapshot.groups.iter().map(|g| local_input(&snapshot, g)).collect();
+    let mut inputs: Vec<Input> = snapshot
+        .groups
+        .iter()
+        .map(|g| local_input(&snapshot, g))
+        .collect();
     let observed = passthrough_groups(&sources.passthrough, sources.peers.as_deref(), &snapshot);
     let asked: Vec<(String, Partitions)> = observed
         .iter()
@@ -225,8 +232,7 @@ fn local_input(snapshot: &Snapshot, g: &crate::group::GroupView) -> Input {
             .iter()
             .map(|o| ((o.topic.clone(), o.partition), o.offset))
             .collect(),
-        commit_age_seconds: last_commit
-            .map(|t| snapshot.now.saturating_sub(t) as f64 / 1000.0),
+        commit_age_seconds: last_commit.map(|t| snapshot.now.saturating_sub(t) as f64 / 1000.0),
     }
 }
 
@@ -244,7 +250,7 @@ pub fn passthrough_groups(
         .observed()
         .into_iter()
         .filter(|o| !local.contains(o.group.as_str()))
-        .filter(|o| peers.is_none_or(|p| matches!(p.owner(&o.group), Owner::Me)))
+        .filter(|o| peers.map_or(true, |p| matches!(p.owner(&o.group), Owner::Me)))
         .collect();
     observed.sort_by(|a, b| a.group.cmp(&b.group));
     observed

@@ -50,7 +50,10 @@ pub struct Report {
 
 /// Lag per topic for `committed` ((topic, partition) → offset) against `log_ends`; partitions
 /// without a log end are left out. Returns the topics, the total lag and the committed sum.
-pub fn topics(committed: &BTreeMap<(String, i32), i64>, log_ends: &Offsets) -> (Vec<TopicLag>, i64, i64) {
+pub fn topics(
+    committed: &BTreeMap<(String, i32), i64>,
+    log_ends: &Offsets,
+) -> (Vec<TopicLag>, i64, i64) {
     let mut by_topic: BTreeMap<&str, TopicLag> = BTreeMap::new();
     let (mut total, mut committed_sum) = (0i64, 0i64);
     for ((topic, partition), offset) in committed {

@@ -196,7 +196,11 @@ mod tests {
         // window holds nothing but frozen samples with lag (before that, lag rose from 0: warning).
         h.push(sample(11_000, 0, 12, 2), WINDOW);
         for i in 12..21u64 {
-            assert_eq!(h.push(sample(i * 1000, 3, 12, 2), WINDOW), Status::Ok, "at {i}");
+            assert_eq!(
+                h.push(sample(i * 1000, 3, 12, 2), WINDOW),
+                Status::Ok,
+                "at {i}"
+            );
         }
         assert_eq!(h.push(sample(21_000, 3, 12, 2), WINDOW), Status::Warning);
         assert_eq!(h.push(sample(22_000, 3, 12, 2), WINDOW), Status::Stalled);

@@ -210,7 +210,9 @@ impl LagMetrics {
         }
         for (topic, (sum, max)) in other {
             self.lag.with_label_values(&[OTHER, &topic]).set(sum);
-            self.max_partition.with_label_values(&[OTHER, &topic]).set(max);
+            self.max_partition
+                .with_label_values(&[OTHER, &topic])
+                .set(max);
             now.topics.insert((OTHER.to_string(), topic));
         }
         if per_partition {
@@ -289,7 +291,11 @@ mod tests {
         let registry = Registry::new();
         let m = LagMetrics::new(&registry);
         let tracked = |g: &str, _: &'static str| {
-            if g == "a" { g.to_string() } else { OTHER.to_string() }
+            if g == "a" {
+                g.to_string()
+            } else {
+                OTHER.to_string()
+            }
         };
         m.publish(
             &report(vec![
@@ -301,7 +307,10 @@ mod tests {
             &tracked,
         );
         let out = text(&registry);
-        assert!(out.contains(r#"kelp_group_lag{group="a",topic="t"} 5"#), "{out}");
+        assert!(
+            out.contains(r#"kelp_group_lag{group="a",topic="t"} 5"#),
+            "{out}"
+        );
         assert!(out.contains(r#"kelp_group_lag{group="__other__",topic="t"} 7"#));
         assert!(out.contains(r#"kelp_group_lag_max_partition{group="__other__",topic="t"} 4"#));
         assert!(out.contains(r#"kelp_group_lag_status{group="a",status="stalled"} 1"#));

@@ -279,7 +279,11 @@ impl Observer {
 
     /// An OffsetCommit request on its way to the gateway: remembers the partitions it names, so
     /// the lag poller can ask the gateway for them (never for "all topics").
-    pub fn commit_request<'a>(&self, group: &str, partitions: impl Iterator<Item = (&'a str, i32)>) {
+    pub fn commit_request<'a>(
+        &self,
+        group: &str,
+        partitions: impl Iterator<Item = (&'a str, i32)>,
+    ) {
         self.with_group(group, Instant::now(), |s, _| remember(s, partitions));
     }
 
