@@ -134,6 +134,8 @@ async fn round(
         .map(|o| (o.group.clone(), o.partitions.clone()))
         .collect();
     let mut commits = fetch::gateway_commits(&sources.backend, asked).await;
+    let previous = lag.report();
+    let mut kept = Vec::new();
     for o in &observed {
         let committed = match commits.remove(&o.group) {
             Some(Ok(offsets)) => {
@@ -142,7 +144,8 @@ async fn round(
             }
             Some(Err(e)) => {
                 requests.offset_fetches[1] += 1;
-                tracing::debug!(group = %o.group, error = %e, "lag: cannot read a passthrough group's commits");
+                tracing::debug!(group = %o.group, error = %e, "lag: cannot read a passthrough group's commits; it keeps its last lag");
+                kept.extend(previous.groups.get(&o.group).cloned());
                 continue;
             }
             None => BTreeMap::new(),
@@ -172,9 +175,9 @@ async fn round(
             }
         }
     }
-    let previous = lag.report();
     let window = lag.settings.window.as_millis() as u64;
-    let mut groups = BTreeMap::new();
+    let mut groups: BTreeMap<String, GroupLag> =
+        kept.into_iter().map(|g| (g.group.clone(), g)).collect();
     for (input, partitions) in inputs.into_iter().zip(partitions) {
         let key: fetch::TopicSet = partitions.keys().cloned().collect();
         let empty = fetch::Offsets::new();
