@@ -136,6 +136,21 @@ pub struct Config {
     #[arg(long, env = "KELP_GROUP_METRICS_IDLE_SECS", default_value_t = 3600)]
     pub group_metrics_idle_secs: u64,
 
+    /// Seconds between consumer-lag rounds: one ListOffsets (latest) to the gateway per topic set.
+    #[arg(long, env = "KELP_LAG_INTERVAL_SECS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub lag_interval_secs: u64,
+
+    /// Seconds of lag history a group's status looks at (`warning`: lag rising through the whole
+    /// window; `stalled`: commits not moving through it).
+    #[arg(long, env = "KELP_LAG_WINDOW_SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub lag_window_secs: u64,
+
+    /// Also export kelp_group_lag_partition{group,topic,partition} (one series per partition).
+    #[arg(long, env = "KELP_LAG_PARTITION_METRICS", default_value_t = false)]
+    pub lag_partition_metrics: bool,
+
     /// Connection limit and shutdown drain.
     #[command(flatten)]
     pub limits: Limits,
@@ -239,6 +254,15 @@ impl Config {
             })
             .map(|id| id.as_str().to_string())
             .collect()
+    }
+
+    /// The lag poller's settings.
+    pub fn lag_settings(&self) -> crate::lag::Settings {
+        crate::lag::Settings {
+            interval: std::time::Duration::from_secs(self.lag_interval_secs),
+            window: std::time::Duration::from_secs(self.lag_window_secs),
+            per_partition: self.lag_partition_metrics,
+        }
     }
 
     /// The coordinator settings for the group state machine.

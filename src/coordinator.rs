@@ -34,11 +34,21 @@ struct Fencing {
     wait: std::time::Duration,
 }
 
+/// What the coordinator serves now, on its clock (for the lag poller and `GET /groups`).
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// The actor's clock (Unix-epoch milliseconds), to age commit timestamps against.
+    pub now: group::Millis,
+    pub groups: Vec<group::GroupView>,
+}
+
 /// Handle to the coordinator actor; cheap to clone.
 #[derive(Clone)]
 pub struct GroupService {
     tx: mpsc::UnboundedSender<Envelope>,
     next_token: Arc<AtomicU64>,
+    /// Requests for a `Snapshot`, answered by the actor between calls.
+    views: mpsc::UnboundedSender<oneshot::Sender<Snapshot>>,
 }
 
 impl GroupService {
@@ -56,11 +66,14 @@ impl GroupService {
         store: Option<Arc<dyn Store>>,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
+        let (views, views_rx) = mpsc::unbounded_channel();
         config.durable = store.is_some();
-        tokio::spawn(run(Coordinator::new(config), rx, metrics, store, None));
+        let coordinator = Coordinator::new(config);
+        tokio::spawn(run(coordinator, (rx, views_rx), metrics, store, None));
         GroupService {
             tx,
             next_token: Arc::new(AtomicU64::new(1)),
+            views,
         }
     }
 
@@ -78,6 +91,7 @@ impl GroupService {
         wait: std::time::Duration,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
+        let (views, views_rx) = mpsc::unbounded_channel();
         config.durable = true;
         let mut coordinator = Coordinator::new(config);
         coordinator.shard();
@@ -86,11 +100,26 @@ impl GroupService {
             leases,
             wait,
         });
-        tokio::spawn(run(coordinator, rx, metrics, Some(store), fencing));
+        tokio::spawn(run(
+            coordinator,
+            (rx, views_rx),
+            metrics,
+            Some(store),
+            fencing,
+        ));
         GroupService {
             tx,
             next_token: Arc::new(AtomicU64::new(1)),
+            views,
         }
+    }
+
+    /// Every group the coordinator serves now (`None` if the actor is gone). Read-only: it never
+    /// loads, adopts or imports a group.
+    pub async fn snapshot(&self) -> Option<Snapshot> {
+        let (tx, rx) = oneshot::channel();
+        self.views.send(tx).ok()?;
+        rx.await.ok()
     }
 
     /// Sends a decoded request and waits for its response (`None` if the actor is gone).
@@ -239,7 +268,10 @@ pub fn encode(peek: &Peek, response: &Response) -> anyhow::Result<Bytes> {
 /// operations out.
 async fn run(
     mut coordinator: Coordinator,
-    mut rx: mpsc::UnboundedReceiver<Envelope>,
+    (mut rx, mut views_rx): (
+        mpsc::UnboundedReceiver<Envelope>,
+        mpsc::UnboundedReceiver<oneshot::Sender<Snapshot>>,
+    ),
     metrics: Arc<Metrics>,
     store: Option<Arc<dyn Store>>,
     fencing: Option<Fencing>,
@@ -300,6 +332,9 @@ async fn run(
                 if let Some(sh) = shard.as_mut() {
                     sh.reconcile(&mut coordinator, &clock, Instant::now(), &mut out);
                 }
+            }
+            Some(asked) = views_rx.recv() => {
+                let _ = asked.send(Snapshot { now: clock.now(), groups: coordinator.views() });
             }
             _ = sleep_until(shard_deadline), if shard_deadline.is_some() => {
                 if let Some(sh) = shard.as_mut() {

@@ -1,5 +1,6 @@
-//! The operator HTTP endpoint (hyper): `GET /metrics`, `/healthz` and `/readyz`; 404 otherwise.
-//! It runs on its own listener and tasks, so a slow scrape never blocks the data path.
+//! The operator HTTP endpoint (hyper): `GET /metrics`, `/healthz`, `/readyz` and `/groups` (JSON
+//! of every group kelp coordinates with its lag, `lag::json`); 404 otherwise. It runs on its own
+//! listener and tasks, so a slow scrape never blocks the data path.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use crate::lag::Lag;
 use crate::server::Shared;
 
 fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -57,8 +59,30 @@ fn route(shared: &Shared, request: &Request<Incoming>) -> Response<Full<Bytes>> 
     }
 }
 
+/// `GET /groups`: the coordinator's groups now (asked through its channel) with the last lag round.
+async fn groups(shared: &Shared, lag: &Lag) -> Response<Full<Bytes>> {
+    let Some(snapshot) = shared.groups().snapshot().await else {
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain; charset=utf-8",
+            "the coordinator is stopping\n",
+        );
+    };
+    let peers = shared.peers.as_ref().map(|side| side.peers.as_ref());
+    let observed = crate::lag::passthrough_groups(&shared.routing.passthrough, peers, &snapshot);
+    let document = crate::lag::json::render(
+        &snapshot,
+        &observed,
+        &lag.report(),
+        lag.settings.interval.as_secs(),
+    );
+    let mut body = serde_json::to_vec_pretty(&document).unwrap_or_default();
+    body.push(b'\n');
+    reply(StatusCode::OK, "application/json", body)
+}
+
 /// Serves the HTTP endpoint forever.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, lag: Arc<Lag>) {
     loop {
         let (socket, _) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -69,10 +93,20 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             }
         };
         let shared = shared.clone();
+        let lag = lag.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let response = route(&shared, &request);
-                async move { Ok::<_, Infallible>(response) }
+            let service = service_fn(move |request: Request<Incoming>| {
+                let shared = shared.clone();
+                let lag = lag.clone();
+                async move {
+                    let response =
+                        if request.method() == Method::GET && request.uri().path() == "/groups" {
+                            groups(&shared, &lag).await
+                        } else {
+                            route(&shared, &request)
+                        };
+                    Ok::<_, Infallible>(response)
+                }
             });
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(socket), service)

@@ -6,6 +6,7 @@ pub mod config;
 pub mod coordinator;
 pub mod group;
 pub mod http;
+pub mod lag;
 pub mod lease;
 pub mod metrics;
 pub mod modes;

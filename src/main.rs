@@ -229,7 +229,18 @@ async fn run(mut config: Config) {
         "kelp started"
     );
     watch_tls(&shared);
-    tokio::spawn(kelp::http::serve(metrics_listener, shared.clone()));
+    let lag = kelp::lag::Lag::new(shared.config.lag_settings());
+    tokio::spawn(kelp::lag::run(
+        lag.clone(),
+        kelp::lag::Sources {
+            groups: shared.groups().clone(),
+            passthrough: shared.routing.passthrough.clone(),
+            backend: shared.backend().clone(),
+            metrics: shared.metrics.clone(),
+            peers: shared.peers.as_ref().map(|side| side.peers.clone()),
+        },
+    ));
+    tokio::spawn(kelp::http::serve(metrics_listener, shared.clone(), lag));
     if let Some(listener) = peer_listener {
         tokio::spawn(kelp::server::serve_peers(listener, shared.clone()));
     }

@@ -490,6 +490,9 @@ fn dashboards_are_complete_grafana_models() {
                 "Member evictions per minute by cause",
                 "Offset-commit errors",
                 "local vs passthrough",
+                "Lag per group and topic",
+                "Lag status timeline",
+                "Commit age",
             ],
         ),
         (
@@ -1202,6 +1205,8 @@ fn dashboards_and_alerts_return_data_from_a_real_prometheus_during_a_rebalance()
         "local",
         "--group-initial-rebalance-delay-ms",
         "0",
+        "--lag-interval-secs",
+        "1",
     ]);
     let prom = Prometheus::start(kelp.metrics_addr());
     prom.wait_for(

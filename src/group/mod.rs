@@ -5,7 +5,7 @@
 //! Layout: `group.rs` (group and member data), `state.rs` (states, reasons, causes), `rebalance.rs`
 //! (the transitions every API shares), one file per API (`join.rs`, `sync.rs`, `heartbeat.rs`,
 //! `leave.rs`, `offsets.rs`, `describe.rs`), `store.rs` (committed offsets), `retention.rs`
-//! (offset expiry), `timers.rs`, `ids.rs`.
+//! (offset expiry), `timers.rs`, `ids.rs`, `view.rs` (a read-only picture for `/groups` and lag).
 //!
 //! For the shell:
 //! - Every `Call` gets exactly one `Output::Reply` with its token: during `handle`, or during a
@@ -48,6 +48,7 @@ mod state;
 mod store;
 mod sync;
 mod timers;
+mod view;
 
 #[cfg(test)]
 mod tests;
@@ -66,6 +67,7 @@ pub use persist::{GroupRecord, LoadedGroup, MemberRecord, OffsetEntry, Persist, 
 pub use refuse::{named_groups, refusal};
 pub use state::{EvictionCause, GroupState, RebalanceReason};
 pub use store::CommittedOffset;
+pub use view::{GroupView, MemberView, OffsetView};
 
 use group::Group;
 use ids::IdGen;

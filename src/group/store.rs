@@ -55,6 +55,11 @@ impl OffsetStore {
             .flat_map(|topics| topics.iter().map(|(t, p)| (t.as_str(), p)))
     }
 
+    /// Every group with at least one committed offset.
+    pub(crate) fn group_ids(&self) -> impl Iterator<Item = &str> {
+        self.groups.keys().map(String::as_str)
+    }
+
     pub(crate) fn has_offsets(&self, group: &str) -> bool {
         self.groups.contains_key(group)
     }

@@ -250,6 +250,15 @@ impl GroupMetrics {
         }
     }
 
+    /// The label a group's lag series use: the group itself when tracked (tracking it if the cap
+    /// allows, as any event does), else `__other__`.
+    pub fn label_for(&self, group: &str, mode: &'static str) -> String {
+        let Ok(mut tracked) = self.tracked.lock() else {
+            return OTHER.to_string();
+        };
+        self.label(&mut tracked, group, mode).to_string()
+    }
+
     /// Counts a passthrough rebalance whose cause kelp did not see (`reason="unknown"`).
     pub fn rebalance_started_unknown(&self, group: &str, mode: &'static str) {
         let Ok(mut tracked) = self.tracked.lock() else {

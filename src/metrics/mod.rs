@@ -1,8 +1,9 @@
 //! Every Prometheus metric kelp exports (METRICS.md), registered in one registry. Hot-path handles
 //! (per API and path) are resolved once at startup so a request costs a few atomic adds.
-//! The per-group series live in `group.rs`.
+//! The per-group series live in `group.rs`, the consumer-lag series in `lag.rs`.
 
 pub mod group;
+pub mod lag;
 pub mod lease;
 
 use std::collections::HashMap;
@@ -88,6 +89,8 @@ pub struct Metrics {
     /// `kelp_config_last_reload_successful`: 0 while the config file on disk is refused.
     pub config_last_reload_ok: IntGauge,
     pub groups: group::GroupMetrics,
+    /// Consumer lag per group and the lag poller's own series.
+    pub lag: lag::LagMetrics,
     /// `kelp_peers{state}`: peers (this kelp included) by `live` / `down`.
     pub peers: IntGaugeVec,
     /// `kelp_peer_view_changes_total`: changes of the live peer set.
@@ -113,6 +116,7 @@ impl Metrics {
     pub fn with_group_limits(max_tracked_groups: usize, idle_removal: Duration) -> Self {
         let registry = Registry::new();
         let groups = group::GroupMetrics::new(&registry, max_tracked_groups, idle_removal);
+        let lag = lag::LagMetrics::new(&registry);
         let requests = IntCounterVec::new(
             Opts::new(
                 "kelp_requests_total",
@@ -234,6 +238,7 @@ impl Metrics {
             lease: lease::LeaseMetrics::new(&registry),
             registry,
             groups,
+            lag,
         };
         let build_info = IntGaugeVec::new(
             Opts::new("kelp_build_info", "Build information; always 1"),

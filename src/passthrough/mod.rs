@@ -6,7 +6,7 @@
 //! A request the gateway cannot take at the version this connection negotiated closes the
 //! connection, so the client reconnects and negotiates again (after a reload to passthrough).
 
-mod gateway;
+pub(crate) mod gateway;
 pub mod handback;
 pub mod observe;
 mod split;
@@ -35,7 +35,7 @@ use crate::route::{group_ids, group_route, GroupRoute};
 use crate::store::Store;
 
 pub use handback::Handbacks;
-pub use observe::{Asked, Observer};
+pub use observe::{Asked, Observed, Observer};
 pub use takeover::TakeOvers;
 
 /// What routing a group request needs: kelp's coordinator, the gateway, the mode rules, the state
@@ -356,11 +356,16 @@ fn passthrough_plan(
                 Kind::Observe(Asked::Leave { leaving }),
             ))
         }
-        Request::OffsetCommit(r) => Some(post(
-            r.group_id.to_string(),
-            peek,
-            Kind::Observe(Asked::Commit),
-        )),
+        Request::OffsetCommit(r) => {
+            let group = r.group_id.to_string();
+            let named = r.topics.iter().flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(move |p| (t.name.as_str(), p.partition_index))
+            });
+            pt.observer.commit_request(&group, named);
+            Some(post(group, peek, Kind::Observe(Asked::Commit)))
+        }
         Request::OffsetFetch(r) if r.groups.is_empty() && r.topics.is_none() => {
             // Gateway 4.48 runs out of memory on an all-topics OffsetFetch: never forward one.
             return Ok(Plan::Local(refuse_all_topics_fetch(peek)));

@@ -8,7 +8,7 @@
 //! LeaveGroup starts one with `leave` (or empties the group); commits are counted by result.
 //! Only group APIs of passthrough groups are decoded here, never Produce or Fetch.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -27,6 +27,8 @@ use crate::protocol::split_response;
 const MAX_GROUPS: usize = 10_000;
 const MODE: &str = "passthrough";
 const REBALANCE_IN_PROGRESS: i16 = 27;
+/// Topic partitions remembered per group for its lag (from the OffsetCommits that pass).
+const MAX_PARTITIONS_PER_GROUP: usize = 10_000;
 
 /// What kelp keeps of a passthrough request to read its response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +53,21 @@ struct Seen {
     /// When this kelp first saw the current rebalance.
     rebalance_since: Option<Instant>,
     touched: Instant,
+    /// The partitions the group commits (for its lag: the gateway's OffsetFetch needs topics).
+    committed: BTreeMap<String, BTreeSet<i32>>,
+    /// The last OffsetCommit the gateway accepted.
+    last_commit: Option<Instant>,
+}
+
+/// What the lag poller needs of one passthrough group.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub group: String,
+    pub state: Option<GroupState>,
+    pub generation: Option<i32>,
+    pub members: Option<usize>,
+    pub partitions: BTreeMap<String, BTreeSet<i32>>,
+    pub last_commit: Option<Instant>,
 }
 
 /// An output of the tracker: a coordinator-style event, or a rebalance of unknown cause.
@@ -69,6 +86,8 @@ impl Seen {
             members: None,
             rebalance_since: None,
             touched: now,
+            committed: BTreeMap::new(),
+            last_commit: None,
         }
     }
 
@@ -184,6 +203,24 @@ impl Seen {
     }
 }
 
+/// Adds committed partitions to a group's list, up to `MAX_PARTITIONS_PER_GROUP`.
+fn remember<'a>(seen: &mut Seen, partitions: impl Iterator<Item = (&'a str, i32)>) {
+    let mut count: usize = seen.committed.values().map(BTreeSet::len).sum();
+    for (topic, partition) in partitions {
+        if count >= MAX_PARTITIONS_PER_GROUP {
+            return;
+        }
+        if seen
+            .committed
+            .entry(topic.to_string())
+            .or_default()
+            .insert(partition)
+        {
+            count += 1;
+        }
+    }
+}
+
 /// The first error code in a response we observe, for `kelp_request_errors_total`.
 fn first_error(codes: impl IntoIterator<Item = i16>) -> i16 {
     codes.into_iter().find(|c| *c != 0).unwrap_or(0)
@@ -238,6 +275,34 @@ impl Observer {
         self.with_group(group, now, |s, out| {
             s.join_request(group, member_id, now, out)
         });
+    }
+
+    /// An OffsetCommit request on its way to the gateway: remembers the partitions it names, so
+    /// the lag poller can ask the gateway for them (never for "all topics").
+    pub fn commit_request<'a>(
+        &self,
+        group: &str,
+        partitions: impl Iterator<Item = (&'a str, i32)>,
+    ) {
+        self.with_group(group, Instant::now(), |s, _| remember(s, partitions));
+    }
+
+    /// Every passthrough group this kelp follows, for the lag poller and `/groups`.
+    pub fn observed(&self) -> Vec<Observed> {
+        let Ok(groups) = self.groups.lock() else {
+            return Vec::new();
+        };
+        groups
+            .iter()
+            .map(|(g, s)| Observed {
+                group: g.clone(),
+                state: s.state,
+                generation: s.generation,
+                members: s.members,
+                partitions: s.committed.clone(),
+                last_commit: s.last_commit,
+            })
+            .collect()
     }
 
     /// A LeaveGroup request's members were removed (seen on its successful response).
@@ -331,6 +396,9 @@ impl Observer {
                     },
                     MODE,
                 );
+                if error == 0 {
+                    self.with_group(group, now, |s, _| s.last_commit = Some(now));
+                }
                 error
             }
         };

@@ -162,3 +162,59 @@ fn l5_offset_delete_on_active_non_consumer_group_is_68() {
     h.stable_with(1, jr().ptype("connect"));
     assert_eq!(offset_delete(&mut h, G, &["t"]).error_code, 68);
 }
+
+/// `views` (for the lag task and `GET /groups`): every group with members or offsets, its state,
+/// members and assignments, and each committed offset with its commit time; reading changes nothing.
+#[test]
+fn views_show_every_group_with_its_members_and_committed_offsets() {
+    let mut h = Harness::new();
+    let ids = h.stable(2);
+    let generation = h.gen();
+    h.advance(500);
+    let committed_at = h.now;
+    let r = h.commit_full(
+        2,
+        G,
+        &ids[0],
+        None,
+        generation,
+        &[("t", 0, 42, ""), ("t", 1, 7, "")],
+    );
+    assert_eq!(commit_codes(&r), [0, 0]);
+    // A simple group: offsets only, no member ever joined.
+    let r = h.commit_full(2, "simple", "", None, -1, &[("u", 3, 9, "")]);
+    assert_eq!(commit_codes(&r), [0]);
+    let views = h.c.views();
+    assert_eq!(views, h.c.views(), "reading twice gives the same picture");
+    let names: Vec<&str> = views.iter().map(|v| v.group.as_str()).collect();
+    assert_eq!(names, [G, "simple"]);
+    let g = &views[0];
+    assert_eq!((g.state, g.generation), (GroupState::Stable, generation));
+    assert_eq!(
+        (g.protocol_type.as_str(), g.protocol.as_str()),
+        ("consumer", "range")
+    );
+    assert_eq!(g.leader.as_deref(), Some(ids[0].as_str()));
+    let assigned: Vec<(&str, Bytes)> = g
+        .members
+        .iter()
+        .map(|m| (m.member_id.as_str(), m.assignment.clone()))
+        .collect();
+    assert_eq!(
+        assigned,
+        [(ids[0].as_str(), b("A1")), (ids[1].as_str(), b("A2"))]
+    );
+    let offsets: Vec<(&str, i32, i64, Millis)> = g
+        .offsets
+        .iter()
+        .map(|o| (o.topic.as_str(), o.partition, o.offset, o.commit_timestamp))
+        .collect();
+    assert_eq!(
+        offsets,
+        [("t", 0, 42, committed_at), ("t", 1, 7, committed_at)]
+    );
+    let simple = &views[1];
+    assert!(simple.members.is_empty());
+    assert_eq!(simple.offsets.len(), 1);
+    assert_eq!(h.state(), GroupState::Stable, "the group is untouched");
+}
