@@ -429,7 +429,13 @@ fn accept(
         Some(sh) => {
             let now = Instant::now();
             sh.reconcile_if_due(coordinator, clock, now, out);
-            sh.admit(coordinator, call, now)
+            match sh.admit(coordinator, call, now) {
+                Ok(call) => call,
+                Err(refusal) => {
+                    out.extend(refusal);
+                    None
+                }
+            }
         }
         None => Some(call),
     };

@@ -125,13 +125,21 @@ impl<'s> Shard<'s> {
         term != 0 && self.leases.servable(group, now) == Some(term)
     }
 
-    /// The call, if it can run now; otherwise it waits for its groups' leases and loads.
+    /// Whether `group`'s bucket was served by this kelp in a term that has ended, and is not
+    /// served now.
+    fn lapsed(&self, group: &str, now: Instant) -> bool {
+        let bucket = self.leases.bucket_of(group);
+        self.served.contains_key(&bucket) && !self.leases.window(bucket).servable(now)
+    }
+
+    /// The call, if it can run now (`Ok(Some)`); `Ok(None)` while it waits for its groups' leases
+    /// and loads; `Err` with its refusal when it must not be served (see `lapsed`).
     pub(super) fn admit(
         &mut self,
         coordinator: &Coordinator,
         call: Call,
         now: Instant,
-    ) -> Option<Call> {
+    ) -> Result<Option<Call>, Vec<Output>> {
         let view = self.peers.view();
         let mut missing = BTreeSet::new();
         for g in named_groups(&call.request) {
@@ -140,6 +148,14 @@ impl<'s> Shard<'s> {
                 continue;
             }
             let preferred = view.owner(self.peers.me(), g) == Owner::Me;
+            if servable.is_none() && self.lapsed(g, now) {
+                // This kelp served the group's bucket and its lease ended: the call may have been
+                // sent before that (read late after a pause) and served meanwhile by another
+                // kelp. Refused, never held for the next term (the client retries).
+                let mut out = Vec::new();
+                refuse(call, &mut out);
+                return Err(out);
+            }
             if servable.is_some() || preferred {
                 missing.insert(g.to_string());
             }
@@ -147,7 +163,7 @@ impl<'s> Shard<'s> {
         if missing.is_empty() || self.waiting.len() >= MAX_WAITING {
             // Adopted groups run; groups of other kelps are refused by the coordinator.
             self.running_call(coordinator, &call);
-            return Some(call);
+            return Ok(Some(call));
         }
         for group in &missing {
             if self.leases.servable(group, now).is_some() && !self.loading.contains_key(group) {
@@ -159,7 +175,7 @@ impl<'s> Shard<'s> {
             missing,
             until: now + self.wait,
         });
-        None
+        Ok(None)
     }
 
     /// Notes a call the coordinator runs, with the adopted groups it names.
@@ -422,7 +438,7 @@ impl<'s> Shard<'s> {
         let mut expired = Vec::new();
         let mut still = Vec::new();
         for w in std::mem::take(&mut self.waiting) {
-            if now >= w.until {
+            if now >= w.until || w.missing.iter().any(|g| self.lapsed(g, now)) {
                 expired.push(w);
             } else {
                 still.push(w);
