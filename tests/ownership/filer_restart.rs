@@ -107,6 +107,39 @@ fn wait_served(
     None
 }
 
+/// The group's series on kelps that expose it without a `kelp_group_state` (so without serving it
+/// as its coordinator does), scraped every 250 ms until `stop` (at most `max`): (kelp, series
+/// without its value), each once, for the report.
+fn stateless_series(
+    stop: &AtomicBool,
+    max: Duration,
+    kelps: &[(usize, String)],
+    group: &str,
+) -> BTreeSet<(usize, String)> {
+    let label = format!("group=\"{group}\"");
+    let mut seen = BTreeSet::new();
+    let start = Instant::now();
+    while !stop.load(Ordering::SeqCst) && start.elapsed() < max {
+        for (i, addr) in kelps {
+            let Some(body) = ownership::try_metrics(addr, Duration::from_secs(1)) else {
+                continue;
+            };
+            let mine: Vec<&str> = body
+                .lines()
+                .filter(|l| l.starts_with("kelp_group_") && l.contains(&label))
+                .collect();
+            if !mine.iter().any(|l| l.starts_with("kelp_group_state{")) {
+                for l in mine {
+                    let series = l.rsplit_once(' ').map_or(l, |(s, _)| s);
+                    seen.insert((*i, series.to_string()));
+                }
+            }
+        }
+        thread::sleep(EVERY);
+    }
+    seen
+}
+
 /// Two peered kelps whose `--filer` is a standalone `weed filer`; a librdkafka member on each
 /// (tests/peers/member.py, committing every message), a trickle of messages. A third member
 /// joins; while that rebalance is in progress the filer is killed with SIGKILL, stays down 4 s and
@@ -130,10 +163,8 @@ fn filer_restarted_mid_rebalance() {
     let _serial = serial();
     let t0 = Instant::now();
     let stack = support::stack();
-    let mut filer = StandaloneFiler::start(
-        &stack.master,
-        &support::scratch_dir().join("filer-restart"),
-    );
+    let mut filer =
+        StandaloneFiler::start(&stack.master, &support::scratch_dir().join("filer-restart"));
     eprintln!(
         "filer_restarted_mid_rebalance: standalone filer {} (gRPC {}), log {}",
         filer.url(),
@@ -198,6 +229,8 @@ fn filer_restarted_mid_rebalance() {
                 group,
             )
         });
+        let stateless =
+            s.spawn(|| stateless_series(&stop_sampling, Duration::from_secs(120), &kelps, group));
         let _stop = StopOnDrop(&stop_sampling);
         killed_at = filer.kill9();
         ownership::sleep_until(killed_at + FILER_DOWN_FOR);
@@ -210,8 +243,12 @@ fn filer_restarted_mid_rebalance() {
         // A little more sampling after the recovery.
         thread::sleep(Duration::from_secs(2));
         stop_sampling.store(true, Ordering::SeqCst);
-        sampler.join().expect("sampler")
+        (
+            sampler.join().expect("sampler"),
+            stateless.join().expect("series scraper"),
+        )
     });
+    let (samples, stateless) = samples;
     let acked = acked_max(&refs);
     let now = offset_fetch(
         &c.addr(other),
@@ -258,7 +295,8 @@ fn filer_restarted_mid_rebalance() {
     );
     eprintln!(
         "filer_restarted_mid_rebalance: longest double ownership {:.1} s ({:?}); two kelps with \
-         the series: {twice:?}; series per kelp (s after the kill): {}",
+         the series: {twice:?}; series per kelp (s after the kill): {}; the group's series on \
+         a kelp without its state series (kelp, series): {stateless:?}",
         double.longest.as_secs_f64(),
         double.longest_of,
         exposure_timeline(&samples, killed_at),

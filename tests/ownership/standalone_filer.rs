@@ -80,7 +80,10 @@ impl StandaloneFiler {
         };
         f.spawn();
         if let Err(e) = f.wait_ready(Duration::from_secs(60)) {
-            panic!("the standalone filer did not start: {e}\n{}", f.log_tail(30));
+            panic!(
+                "the standalone filer did not start: {e}\n{}",
+                f.log_tail(30)
+            );
         }
         f
     }
