@@ -24,13 +24,14 @@ use crate::support;
 /// still there to be served.
 const FILER_DOWN_FOR: Duration = Duration::from_secs(4);
 
-/// From the restarted filer answering (`--lease-ttl-secs` is left at its default, 2 s) to the group served again with exact ownership: the old
-/// holder's lease runs out (one ttl: the restarted filer forgot it, so its renewal fails at the
-/// latest one ttl after the last success), a fresh take waits one more ttl (the new holder cannot
-/// know the old lease is gone), then the members' session timeout (6 s: a member whose requests
-/// failed meanwhile may be expelled only then) and one rebalance (20 s, the allowance of
-/// `SESSION_PLUS_REBALANCE`: members rediscover the coordinator with librdkafka's backoff and
-/// rejoin, the new holder loads the group from the filer, on a loaded 2-core machine).
+/// From the restarted filer answering to the group served again with exact ownership
+/// (`--lease-ttl-secs` left at its default, 2 s): the old holder's lease runs out (one ttl: the
+/// restarted filer forgot it, so its renewal fails at the latest one ttl after the last success),
+/// a fresh take waits one more ttl (the new holder cannot know the old lease is gone), then the
+/// members' session timeout (6 s: a member whose requests failed meanwhile may be expelled only
+/// then) and one rebalance (20 s, the allowance of `SESSION_PLUS_REBALANCE`: members rediscover
+/// the coordinator with librdkafka's backoff and rejoin, the new holder loads the group from the
+/// filer, on a loaded 2-core machine).
 const RECOVERY_BOUND: Duration = Duration::from_secs(2 * kelp::lease::DEFAULT_TTL_SECS + 6 + 20);
 
 /// Waits (polling every 100 ms, at most `timeout`) until a rebalance of `group` is seen in
@@ -141,10 +142,10 @@ fn stateless_series(
 }
 
 /// Two peered kelps whose `--filer` is a standalone `weed filer`; a librdkafka member on each
-/// (tests/peers/member.py, committing every message), a trickle of messages. A third member
-/// joins; while that rebalance is in progress the filer is killed with SIGKILL, stays down 4 s and
-/// is started again on the same ports and store directory. Sampled every 250 ms from the kill
-/// until the end.
+/// (tests/peers/member.py, committing every message asynchronously), a trickle of messages. A
+/// third member joins; while that rebalance is in progress the filer is killed with SIGKILL, stays
+/// down 4 s and is started again on the same ports and store directory. Sampled every 250 ms
+/// from the kill until the end.
 ///
 /// Must never happen:
 /// - two kelps serving the group (its per-group `kelp_group_*` series on two kelps at one sample);
@@ -206,7 +207,7 @@ fn filer_restarted_mid_rebalance() {
     );
     let _stops = ownership::StopGuard(vec![stop_producing.clone(), stop_watch.clone()]);
     // A third member on the other kelp starts a rebalance; the filer is killed while it runs.
-    members.push(Member::start(&c.addr(other), group, "m2", topic, 5));
+    members.push(Member::start_async(&c.addr(other), group, "m2", topic, 5));
     let trigger = rebalance_in_progress(&c, owner, group, gen0, Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{e}{}", c.log_tails(20)));
     let refs: Vec<&Member> = members.iter().collect();
