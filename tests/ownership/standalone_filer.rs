@@ -174,8 +174,11 @@ impl Drop for StandaloneFiler {
     fn drop(&mut self) {
         self.kill9();
         // weed leaves its local gRPC sockets behind when killed.
-        for p in [self.port, self.port + 10000] {
-            let _ = fs::remove_file(format!("/tmp/seaweedfs-filer-{p}.sock"));
+        for sock in [
+            format!("/tmp/seaweedfs-filer-{}.sock", self.port),
+            format!("/tmp/seaweedfs-filer-grpc-{}.sock", self.port + 10000),
+        ] {
+            let _ = fs::remove_file(sock);
         }
     }
 }
