@@ -7,7 +7,10 @@
 //! b. `paused_owner`: the coordinating kelp SIGSTOPped for 10 s (beyond its lease), then SIGCONT;
 //! c. `unpeered_kelps_one_filer`: two kelps without `--peers` on one filer prefix, a member on each;
 //! d. `filer_down_mid_rebalance`: the filer unreachable for the kelps (iptables) for 8 s while a
-//!    rebalance is in progress, no kelp restarted.
+//!    rebalance is in progress, no kelp restarted;
+//! e. `filer_restarted_mid_rebalance`: the kelps' filer (a standalone `weed filer`) killed with
+//!    SIGKILL during a rebalance and started again on its ports and store 4 s later (its
+//!    in-memory leases gone), no kelp restarted.
 //!
 //! Each test names what must never happen and samples for it every 250 ms while the fault lasts:
 //! no partition owned by two live members for 3 s or more, never two kelps coordinating one group
@@ -16,10 +19,13 @@
 //! was measured is printed before anything is asserted, so `scripts/partition-figure` can quote
 //! `longest double ownership: X s` from test (a) also when it fails. The tests run one at a time
 //! (a lock) and leave no iptables rule behind (`ownership::Cut` removes its rules on drop).
-//! Tests c and d are in tests/ownership/filer_cases.rs; the helpers in tests/ownership/.
+//! Tests c and d are in tests/ownership/filer_cases.rs, e in tests/ownership/filer_restart.rs; the
+//! helpers in tests/ownership/.
 
 #[path = "ownership/filer_cases.rs"]
 mod filer_cases;
+#[path = "ownership/filer_restart.rs"]
+mod filer_restart;
 mod ownership;
 mod peers;
 mod support;

@@ -2,7 +2,7 @@
 //! on the loopback with `iptables` (root) of one kelp's peer traffic or of the kelps' filer
 //! connections, always removed again; a
 //! double-ownership tracker fed every 250 ms; an OffsetFetch sampler that records any committed
-//! offset moving backwards; a trickle producer.
+//! offset moving backwards; a trickle producer; a standalone `weed filer` a test can restart.
 //!
 //! Nothing here asserts the property under test: the tests do, after printing what was measured.
 //! Every rule this process adds carries the comment `kelp-test-<pid>`; rules of test processes that
@@ -22,6 +22,7 @@ use crate::support;
 
 pub mod offsets;
 pub mod sampling;
+pub mod standalone_filer;
 
 /// The uid the cut kelp runs under (`nobody`), so its own packets can be matched by owner.
 pub const CUT_UID: u32 = 65534;

@@ -53,6 +53,8 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     peers: String,
     prefix: String,
+    /// `--filer` of every kelp: the stack's filer unless `with_filer` set another.
+    filer: Option<String>,
 }
 
 impl Cluster {
@@ -74,7 +76,15 @@ impl Cluster {
             nodes,
             peers,
             prefix: format!("/kelp-e2e-peers/{test}-{}", std::process::id()),
+            filer: None,
         }
+    }
+
+    /// The kelps started from now on use `filer` ("http://host:port") as `--filer` instead of the
+    /// stack's own filer (its gRPC lock service then at its port + 10000).
+    pub fn with_filer(mut self, filer: &str) -> Cluster {
+        self.filer = Some(filer.to_string());
+        self
     }
 
     /// `n` kelps, all started and seeing each other live (within 30 s).
@@ -105,7 +115,10 @@ impl Cluster {
 
     fn launch(&mut self, i: usize, extra: &[&str], uid: Option<u32>) {
         assert!(self.nodes[i].kelp.is_none(), "kelp {i} was started before");
-        let filer = support::stack().filer.clone();
+        let filer = self
+            .filer
+            .clone()
+            .unwrap_or_else(|| support::stack().filer.clone());
         let me = self.nodes[i].peer.clone();
         let mut args = vec![
             "--filer",

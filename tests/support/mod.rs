@@ -88,6 +88,11 @@ pub fn python_bin() -> &'static Path {
     &env_paths().python
 }
 
+/// The venv's weed binary (SeaweedFS 4.48), for tests that run a SeaweedFS process of their own.
+pub fn weed_bin() -> &'static Path {
+    &env_paths().weed
+}
+
 /// A scratch directory for this test binary, under cargo's CARGO_TARGET_TMPDIR.
 pub fn scratch_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -275,7 +280,7 @@ fn json_u32_array(json: &str, key: &str) -> Option<Vec<u32>> {
 
 /// Registers a child process with the stack's watchdog (when this binary has a stack), so it is
 /// stopped with the stack even if this test binary dies without running destructors.
-fn register_child(pid: u32) {
+pub fn register_child(pid: u32) {
     let Some(Ok(stack)) = STACK.get() else {
         return;
     };
