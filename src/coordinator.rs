@@ -399,6 +399,15 @@ async fn run(
                         let _ = reply.send(response);
                     }
                 }
+                // A released group's late events (a write answered after the release) must not
+                // bring its series back on a kelp that no longer coordinates it.
+                Output::Event(event)
+                    if shard.is_some()
+                        && !coordinator.owns(event.group())
+                        && !matches!(
+                            event,
+                            group::Event::GroupReleased { .. } | group::Event::GroupDeleted { .. }
+                        ) => {}
                 Output::Event(event) => metrics.group_event(&event),
                 Output::Persist(p) => match inflight.as_mut() {
                     Some(i) => {

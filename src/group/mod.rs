@@ -216,6 +216,23 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The group the event is about.
+    pub fn group(&self) -> &str {
+        match self {
+            Event::GenerationChanged { group, .. }
+            | Event::StateChanged { group, .. }
+            | Event::MembersChanged { group, .. }
+            | Event::RebalanceStarted { group, .. }
+            | Event::RebalanceCompleted { group, .. }
+            | Event::MemberEvicted { group, .. }
+            | Event::OffsetCommit { group, .. }
+            | Event::GroupDeleted { group }
+            | Event::GroupReleased { group } => group,
+        }
+    }
+}
+
 /// The coordinator for every group the shell routes here.
 pub struct Coordinator {
     config: Config,

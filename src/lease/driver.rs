@@ -90,7 +90,7 @@ impl Driver {
 
     fn wanted(&self, bucket: u32) -> bool {
         let view = self.peers.view();
-        hash::owner(&view.live, &hash::bucket_key(bucket)).is_none_or(|o| o == self.peers.me())
+        hash::owner(&view.live, &hash::bucket_key(bucket)).map_or(true, |o| o == self.peers.me())
     }
 
     async fn ask_sentinel(&mut self) -> bool {
