@@ -93,6 +93,8 @@ pub struct Metrics {
     pub peer_view_changes: IntCounter,
     /// `kelp_group_ownership_moves_total{direction}`: groups adopted (`in`) and released (`out`).
     pub ownership_moves: IntCounterVec,
+    /// `kelp_authorization_denied_total{api,resource}` (`src/access/`).
+    pub authorization_denied: IntCounterVec,
 }
 
 fn api_name(api: ApiKey) -> String {
@@ -228,6 +230,7 @@ impl Metrics {
                 &["direction"],
             )
             .expect("static metric"),
+            authorization_denied: crate::access::denied_counter(&registry),
             registry,
             groups,
         };
