@@ -368,7 +368,7 @@ fn delete_groups_of_a_foreign_group_is_refused_by_the_clients_own_kelp() {
     // Team A's group, owned by kelp 0 (picked by the rendezvous hash the kelps use).
     let group = (0..100)
         .map(|i| format!("team-a-mesh-{i}"))
-        .find(|g| kelp::peers::hash::owner(&peers, g).as_deref() == Some(peers[0].as_str()))
+        .find(|g| kelp::peers::hash::owner(&peers, g) == Some(peers[0].as_str()))
         .expect("a group kelp 0 owns");
     let anon = "User:ANONYMOUS";
     let team_a = format!(
