@@ -358,3 +358,25 @@ fn an_undecodable_answer_is_an_error_not_a_leak() {
     };
     assert!(patch(Bytes::from_static(&[0, 0, 0, 3, 1, 2, 3])).is_err());
 }
+
+/// The benchmark's 20-rule section (benches/proxy/access-20.toml) is a valid config and lets the
+/// benchmark's client produce and fetch its topics.
+#[test]
+fn the_benchmark_rules_parse_and_allow_the_benchmark() {
+    let policy = parse(include_str!("../../benches/proxy/access-20.toml"))
+        .unwrap()
+        .access
+        .unwrap();
+    assert_eq!(policy.rules.len(), 20);
+    let anon = Principal::anonymous().names;
+    assert_eq!(policy.rules_for(&anon).len(), 20, "every rule applies");
+    for op in [Operation::Write, Operation::Read, Operation::Create] {
+        assert!(policy.authorize(&anon, ResourceType::Topic, "kelp-bench-produce", op));
+    }
+    assert!(!policy.authorize(
+        &anon,
+        ResourceType::Topic,
+        "kelp-bench-secret",
+        Operation::Read
+    ));
+}
