@@ -221,15 +221,15 @@ fn merge_patch(
     Box::new(move |frame: Bytes| {
         let answer = crate::peers::scatter::decode(peek.api_key, peek.api_version, frame)
             .map_err(|e| format!("cannot read a {:?} answer: {e}", peek.api_key))?;
-        let mut parts = vec![answer];
-        if let Some(refused) = &refused {
-            parts.push(refusal(
-                refused,
-                peek.api_version,
-                GROUP_AUTHORIZATION_FAILED,
-            ));
-        }
-        let mut merged = crate::peers::scatter::merge(&original, parts);
+        // Only batches are merged: a whole answer (OffsetFetch before v8 has its topics at the
+        // top level) is edited as it came.
+        let mut merged = match &refused {
+            Some(refused) => {
+                let refused = refusal(refused, peek.api_version, GROUP_AUTHORIZATION_FAILED);
+                crate::peers::scatter::merge(&original, vec![answer, refused])
+            }
+            None => answer,
+        };
         then(&mut merged);
         coordinator::encode(&peek, &merged).map_err(|e| e.to_string())
     })

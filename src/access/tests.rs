@@ -74,7 +74,9 @@ impl Fixture {
         };
         let verdict = match api {
             ApiKey::FindCoordinator => groups::check_answered(&ctx, &frame),
-            ApiKey::JoinGroup | ApiKey::DeleteGroups => groups::check(&ctx, &frame),
+            ApiKey::JoinGroup | ApiKey::DeleteGroups | ApiKey::OffsetFetch => {
+                groups::check(&ctx, &frame)
+            }
             _ => data::check(&ctx, &frame),
         };
         (peek, verdict.unwrap())
@@ -379,4 +381,83 @@ fn the_benchmark_rules_parse_and_allow_the_benchmark() {
         "kelp-bench-secret",
         Operation::Read
     ));
+}
+
+#[test]
+fn offset_fetch_marks_refused_topics_and_hides_them_from_an_all_topics_answer() {
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use kafka_protocol::messages::offset_fetch_response::{
+        OffsetFetchResponsePartition, OffsetFetchResponseTopic,
+    };
+    use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse};
+    let f = Fixture::new();
+    let committed = |names: &[&str]| {
+        OffsetFetchResponse::default().with_topics(
+            names
+                .iter()
+                .map(|n| {
+                    OffsetFetchResponseTopic::default()
+                        .with_name(topic(n))
+                        .with_partitions(vec![
+                            OffsetFetchResponsePartition::default().with_committed_offset(12)
+                        ])
+                })
+                .collect(),
+        )
+    };
+    let got = |r: &OffsetFetchResponse| -> Vec<(String, i16, i64)> {
+        r.topics
+            .iter()
+            .map(|t| {
+                let p = &t.partitions[0];
+                (t.name.to_string(), p.error_code, p.committed_offset)
+            })
+            .collect()
+    };
+    // v5, topics named: the refused one is answered 29 with no offset.
+    let named = OffsetFetchRequest::default()
+        .with_group_id(gid("team-a-1"))
+        .with_topics(Some(vec![
+            OffsetFetchRequestTopic::default()
+                .with_name(topic("orders-1"))
+                .with_partition_indexes(vec![0]),
+            OffsetFetchRequestTopic::default()
+                .with_name(topic("billing"))
+                .with_partition_indexes(vec![0]),
+        ]));
+    let (_, v) = f.check(ApiKey::OffsetFetch, 5, &named);
+    let Verdict::Rewrite {
+        frame: None,
+        patch: Some(patch),
+    } = v
+    else {
+        panic!("not patched")
+    };
+    let answer = committed(&["orders-1", "billing"]);
+    let out = patch(encode_response(ApiKey::OffsetFetch, 5, 7, &answer).unwrap()).unwrap();
+    let r: OffsetFetchResponse = response(ApiKey::OffsetFetch, 5, &out);
+    assert_eq!(
+        got(&r),
+        [("orders-1".into(), 0, 12), ("billing".into(), 29, -1)]
+    );
+    // v5, all topics: the refused one is left out.
+    let all = OffsetFetchRequest::default()
+        .with_group_id(gid("team-a-1"))
+        .with_topics(None);
+    let Verdict::Rewrite {
+        patch: Some(patch), ..
+    } = f.check(ApiKey::OffsetFetch, 5, &all).1
+    else {
+        panic!("not patched")
+    };
+    let out = patch(encode_response(ApiKey::OffsetFetch, 5, 7, &answer).unwrap()).unwrap();
+    let r: OffsetFetchResponse = response(ApiKey::OffsetFetch, 5, &out);
+    assert_eq!(got(&r), [("orders-1".into(), 0, 12)]);
+    // A group it may not describe: 30, nothing goes on.
+    let other = named.with_group_id(gid("team-b-1"));
+    let Verdict::Answer(Some(frame)) = f.check(ApiKey::OffsetFetch, 5, &other).1 else {
+        panic!("not answered")
+    };
+    let r: OffsetFetchResponse = response(ApiKey::OffsetFetch, 5, &frame);
+    assert_eq!(r.error_code, 30);
 }
