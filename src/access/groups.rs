@@ -84,13 +84,7 @@ pub fn check(ctx: &Ctx, frame: &Bytes) -> Result<Verdict, FrameError> {
     };
     let refuse_all = |ctx: &Ctx, request: &Request| {
         let response = refusal(request, ctx.peek.api_version, GROUP_AUTHORIZATION_FAILED);
-        let frame =
-            coordinator::encode(&ctx.peek, &response).map_err(|e| FrameError::Undecodable {
-                api: ctx.peek.api_key,
-                version: ctx.peek.api_version,
-                reason: e.to_string(),
-            })?;
-        Ok(Verdict::Answer(Some(frame)))
+        Ok(Verdict::Answer(Some(encode(ctx, &response)?)))
     };
     match request {
         Request::JoinGroup(_)

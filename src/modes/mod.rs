@@ -114,6 +114,13 @@ impl Modes {
             file::read(path).map_err(|e| format!("--config {}: {e}", path.display()))?;
         let rules = file.rules(config.group_mode);
         warn_unreachable(path, &rules);
+        if let Some(access) = &file.access {
+            tracing::info!(
+                path = %path.display(),
+                rules = access.rules.len(),
+                "access control on: what no [access] rule allows is refused (docs/SECURITY.md)"
+            );
+        }
         metrics.config_last_reload_ok.set(1);
         let snapshot = Arc::new(Snapshot::new(rules, 0, file.access.clone()));
         metrics.groups.set_modes(mode_source(snapshot.clone()));
