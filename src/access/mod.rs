@@ -61,6 +61,35 @@ pub enum Verdict {
 pub struct Guard {
     principal: Principal,
     cached: Option<(Arc<Policy>, Vec<Rule>)>,
+    /// The last decisions under those rules (a connection usually names the same few topics in
+    /// every Produce or Fetch): a hit costs a string comparison instead of a walk of the rules.
+    memo: Memo,
+}
+
+/// Most decisions a connection remembers.
+const MEMO_ENTRIES: usize = 8;
+
+/// Recent decisions, newest first; cleared when the rules change.
+#[derive(Default)]
+pub struct Memo(std::cell::RefCell<Vec<(ResourceType, Operation, Box<str>, bool)>>);
+
+impl Memo {
+    fn decide(&self, rules: &[Rule], resource: ResourceType, name: &str, op: Operation) -> bool {
+        let mut seen = self.0.borrow_mut();
+        if let Some(i) = seen
+            .iter()
+            .position(|(r, o, n, _)| *r == resource && *o == op && **n == *name)
+        {
+            let hit = seen.remove(i);
+            let allowed = hit.3;
+            seen.insert(0, hit);
+            return allowed;
+        }
+        let allowed = rules::decide(rules.iter(), resource, name, op);
+        seen.truncate(MEMO_ENTRIES - 1);
+        seen.insert(0, (resource, op, name.into(), allowed));
+        allowed
+    }
 }
 
 impl Guard {
@@ -68,6 +97,7 @@ impl Guard {
         Guard {
             principal,
             cached: None,
+            memo: Memo::default(),
         }
     }
 
@@ -97,6 +127,7 @@ impl Guard {
         if fresh {
             let mine = policy.rules_for(&self.principal.names);
             self.cached = Some((policy.clone(), mine));
+            self.memo = Memo::default();
         }
         let rules = self.cached.as_ref().map_or(&[][..], |(_, r)| r.as_slice());
         let ctx = Ctx {
@@ -104,6 +135,7 @@ impl Guard {
             principal: &self.principal,
             peek: *peek,
             denied: &shared.metrics.authorization_denied,
+            memo: &self.memo,
         };
         match peek.api_key {
             ApiKey::FindCoordinator | ApiKey::ApiVersions => groups::check_answered(&ctx, frame),
@@ -123,12 +155,13 @@ pub struct Ctx<'a> {
     principal: &'a Principal,
     peek: Peek,
     denied: &'a IntCounterVec,
+    memo: &'a Memo,
 }
 
 impl Ctx<'_> {
     /// Whether the principal may do `op` on the resource; a refusal is counted and logged.
     pub fn allowed(&self, resource: ResourceType, name: &str, op: Operation) -> bool {
-        if rules::decide(self.rules.iter(), resource, name, op) {
+        if self.memo.decide(self.rules, resource, name, op) {
             return true;
         }
         self.denied
@@ -141,7 +174,7 @@ impl Ctx<'_> {
     /// Whether the principal may do `op` on the resource, without counting a refusal (used where
     /// a refusal only narrows an answer, as ListGroups' list).
     pub fn allowed_silently(&self, resource: ResourceType, name: &str, op: Operation) -> bool {
-        rules::decide(self.rules.iter(), resource, name, op)
+        self.memo.decide(self.rules, resource, name, op)
     }
 
     /// A frame of the request `body` at this request's version, correlation id and `client_id`.

@@ -51,6 +51,7 @@ struct Fixture {
     rules: Vec<Rule>,
     principal: Principal,
     denied: IntCounterVec,
+    memo: Memo,
 }
 
 impl Fixture {
@@ -60,6 +61,7 @@ impl Fixture {
             rules: policy().rules_for(&principal.names),
             principal,
             denied: denied_counter(&Registry::new()),
+            memo: Memo::default(),
         }
     }
 
@@ -71,6 +73,7 @@ impl Fixture {
             principal: &self.principal,
             peek,
             denied: &self.denied,
+            memo: &self.memo,
         };
         let verdict = match api {
             ApiKey::FindCoordinator => groups::check_answered(&ctx, &frame),
@@ -460,4 +463,24 @@ fn offset_fetch_marks_refused_topics_and_hides_them_from_an_all_topics_answer() 
     };
     let r: OffsetFetchResponse = response(ApiKey::OffsetFetch, 5, &frame);
     assert_eq!(r.error_code, 30);
+}
+
+#[test]
+fn remembered_decisions_answer_as_the_rules_do() {
+    let f = Fixture::new();
+    let ctx_rules = &f.rules;
+    for round in 0..3 {
+        for (name, op) in (0..12).flat_map(|i| {
+            [
+                (format!("orders-{i}"), Operation::Write),
+                (format!("billing-{i}"), Operation::Read),
+                ("orders-audit".to_string(), Operation::Write),
+            ]
+        }) {
+            let remembered = f.memo.decide(ctx_rules, ResourceType::Topic, &name, op);
+            let walked = rules::decide(ctx_rules.iter(), ResourceType::Topic, &name, op);
+            assert_eq!(remembered, walked, "round {round}: {name} {op:?}");
+        }
+    }
+    assert!(f.memo.0.borrow().len() <= MEMO_ENTRIES, "bounded");
 }
