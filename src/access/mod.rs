@@ -69,9 +69,12 @@ pub struct Guard {
 /// Most decisions a connection remembers.
 const MEMO_ENTRIES: usize = 8;
 
+/// One remembered decision: resource type, operation, name, allowed.
+type Decision = (ResourceType, Operation, Box<str>, bool);
+
 /// Recent decisions, newest first; cleared when the rules change.
 #[derive(Default)]
-pub struct Memo(std::cell::RefCell<Vec<(ResourceType, Operation, Box<str>, bool)>>);
+pub struct Memo(std::cell::RefCell<Vec<Decision>>);
 
 impl Memo {
     fn decide(&self, rules: &[Rule], resource: ResourceType, name: &str, op: Operation) -> bool {
