@@ -385,6 +385,10 @@ impl Conn {
                 (frame, body)
             }
             access::Verdict::Answer(response) => {
+                // Refused whole: kelp answers it (counted as a local answer).
+                if let Some(h) = self.shared.metrics.api(peek.api_key, Path::Local) {
+                    h.requests.inc();
+                }
                 if let Some(response) = response {
                     self.slots.push(Some(response), None);
                 }
