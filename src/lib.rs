@@ -1,6 +1,7 @@
 //! kelp: a Kafka-protocol sidecar that serves consumer-group coordination itself and forwards
 //! everything else to the SeaweedFS Kafka gateway.
 
+pub mod access;
 pub mod backend;
 pub mod config;
 pub mod coordinator;

@@ -37,6 +37,11 @@ pub struct Args {
     /// kelp with that build, in the same alternating rounds).
     #[arg(long)]
     baseline_kelp_bin: Option<PathBuf>,
+    /// A `--config` file for the kelp under test only (not the baseline): with
+    /// `--baseline-kelp-bin` set to the same binary, an A/B of a config such as an `[access]`
+    /// section (benches/proxy/access-20.toml) against none.
+    #[arg(long)]
+    kelp_config: Option<PathBuf>,
     /// A running SeaweedFS Kafka gateway (host:port) to benchmark as a second backend.
     #[arg(long, env = "KELP_BENCH_GATEWAY")]
     gateway: Option<String>,
@@ -190,7 +195,7 @@ fn main() {
 
 fn start_haproxy(args: &Args, dir: &Path, listen: &str, server: &str) -> Proc {
     if let Some(baseline) = &args.baseline_kelp_bin {
-        let mut kelp = start_kelp(baseline, dir, listen, server);
+        let mut kelp = start_kelp(baseline, None, dir, listen, server);
         kelp.name = "haproxy";
         return kelp;
     }
@@ -200,9 +205,12 @@ fn start_haproxy(args: &Args, dir: &Path, listen: &str, server: &str) -> Proc {
     Proc::spawn("haproxy", &mut cmd, &dir.join("haproxy.log"))
 }
 
-fn start_kelp(kelp: &Path, dir: &Path, listen: &str, backend: &str) -> Proc {
+fn start_kelp(kelp: &Path, config: Option<&Path>, dir: &Path, listen: &str, backend: &str) -> Proc {
     let log = dir.join(format!("kelp-{}.log", listen.replace(':', "-")));
     let mut cmd = Command::new(kelp);
+    if let Some(config) = config {
+        cmd.arg("--config").arg(config);
+    }
     cmd.args(["--listen", listen, "--backend", backend, "--node-id", "1"])
         .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port())])
         .env("RUST_LOG", "warn");
@@ -227,7 +235,13 @@ fn start_synthetic(args: &Args, kelp: &Path, synthetic: &Path, dir: &Path) -> Se
         "synthetic backend did not start"
     );
     let haproxy = start_haproxy(args, dir, &addr(relay), &addr(relayed));
-    let kelp_proc = start_kelp(kelp, dir, &addr(kelp_port), &addr(direct));
+    let kelp_proc = start_kelp(
+        kelp,
+        args.kelp_config.as_deref(),
+        dir,
+        &addr(kelp_port),
+        &addr(direct),
+    );
     let targets = vec![
         Target {
             name: "direct",
@@ -256,7 +270,13 @@ fn start_synthetic(args: &Args, kelp: &Path, synthetic: &Path, dir: &Path) -> Se
 fn start_gateway(args: &Args, kelp: &Path, gateway: &str, dir: &Path) -> Setup {
     let (relay, kelp_port) = (free_port(), free_port());
     let haproxy = start_haproxy(args, dir, &addr(relay), gateway);
-    let kelp_proc = start_kelp(kelp, dir, &addr(kelp_port), gateway);
+    let kelp_proc = start_kelp(
+        kelp,
+        args.kelp_config.as_deref(),
+        dir,
+        &addr(kelp_port),
+        gateway,
+    );
     let targets = vec![
         Target {
             name: "direct",

@@ -99,6 +99,8 @@ pub struct Metrics {
     pub ownership_moves: IntCounterVec,
     /// Ownership leases (`lease.rs`).
     pub lease: lease::LeaseMetrics,
+    /// `kelp_authorization_denied_total{api,resource}` (`src/access/`).
+    pub authorization_denied: IntCounterVec,
 }
 
 fn api_name(api: ApiKey) -> String {
@@ -236,6 +238,7 @@ impl Metrics {
             )
             .expect("static metric"),
             lease: lease::LeaseMetrics::new(&registry),
+            authorization_denied: crate::access::denied_counter(&registry),
             registry,
             groups,
             lag,

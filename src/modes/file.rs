@@ -11,6 +11,8 @@
 //!
 //! [coordinator]                     # optional; same names as the flags; a flag or KELP_* wins
 //! group_initial_rebalance_delay_ms = 3000
+//!
+//! [access]                          # optional; reloaded live; see src/access/file.rs
 //! ```
 
 use serde::Deserialize;
@@ -27,6 +29,7 @@ pub const MAX_FILE_BYTES: usize = 1 << 20;
 struct FileToml {
     groups: Option<GroupsToml>,
     coordinator: Option<CoordinatorSettings>,
+    access: Option<crate::access::file::AccessToml>,
 }
 
 #[derive(Deserialize)]
@@ -138,6 +141,8 @@ pub struct FileConfig {
     pub default_mode: Option<GroupMode>,
     pub rules: Vec<Rule>,
     pub coordinator: CoordinatorSettings,
+    /// `[access]` (`src/access/`): absent, every client may do everything.
+    pub access: Option<crate::access::Policy>,
 }
 
 impl FileConfig {
@@ -202,10 +207,15 @@ pub fn parse(text: &str) -> Result<FileConfig, String> {
     }
     let coordinator = file.coordinator.unwrap_or_default();
     coordinator.validate()?;
+    let access = file
+        .access
+        .map(|a| crate::access::file::compile(a, |at| position(text, at).0))
+        .transpose()?;
     Ok(FileConfig {
         default_mode: groups.default_mode.map(GroupMode::from),
         rules,
         coordinator,
+        access,
     })
 }
 

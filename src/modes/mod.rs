@@ -29,20 +29,23 @@ pub struct Snapshot {
     pub local_possible: bool,
     /// 0 for the rules kelp started with, +1 per applied reload.
     pub version: u64,
+    /// The `[access]` rules (`src/access/`); `None`: no section, nothing is checked.
+    pub access: Option<Arc<crate::access::Policy>>,
 }
 
 impl Snapshot {
     /// A snapshot of `rules` outside any reload history (tests, tools).
     pub fn for_rules(rules: Rules) -> Snapshot {
-        Snapshot::new(rules, 0)
+        Snapshot::new(rules, 0, None)
     }
 
-    fn new(rules: Rules, version: u64) -> Snapshot {
+    fn new(rules: Rules, version: u64, access: Option<crate::access::Policy>) -> Snapshot {
         Snapshot {
             passthrough_possible: rules.may_be(GroupMode::Passthrough),
             local_possible: rules.may_be(GroupMode::Local),
             rules,
             version,
+            access: access.map(Arc::new),
         }
     }
 
@@ -87,7 +90,7 @@ impl Modes {
     /// Every group in `mode`, no file (`--group-mode` alone).
     pub fn fixed(mode: GroupMode, metrics: Arc<Metrics>) -> Modes {
         metrics.config_last_reload_ok.set(1);
-        let snapshot = Arc::new(Snapshot::new(Rules::single(mode), 0));
+        let snapshot = Arc::new(Snapshot::new(Rules::single(mode), 0, None));
         metrics.groups.set_modes(mode_source(snapshot.clone()));
         Modes {
             current: ArcSwap::new(snapshot),
@@ -111,8 +114,15 @@ impl Modes {
             file::read(path).map_err(|e| format!("--config {}: {e}", path.display()))?;
         let rules = file.rules(config.group_mode);
         warn_unreachable(path, &rules);
+        if let Some(access) = &file.access {
+            tracing::info!(
+                path = %path.display(),
+                rules = access.rules.len(),
+                "access control on: what no [access] rule allows is refused (docs/SECURITY.md)"
+            );
+        }
         metrics.config_last_reload_ok.set(1);
-        let snapshot = Arc::new(Snapshot::new(rules, 0));
+        let snapshot = Arc::new(Snapshot::new(rules, 0, file.access.clone()));
         metrics.groups.set_modes(mode_source(snapshot.clone()));
         let modes = Modes {
             current: ArcSwap::new(snapshot),
@@ -130,6 +140,11 @@ impl Modes {
     /// The rules in effect now.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.current.load_full()
+    }
+
+    /// The `[access]` rules in effect now (a cheap read: no reference count taken).
+    pub fn access(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.current.load()
     }
 
     /// The mode `group` is served in now.
@@ -185,7 +200,7 @@ impl Modes {
             );
         }
         let version = self.current.load().version + 1;
-        let new = Arc::new(Snapshot::new(rules, version));
+        let new = Arc::new(Snapshot::new(rules, version, file.access));
         self.current.store(new.clone());
         self.metrics.config_reloads.with_label_values(&["ok"]).inc();
         self.metrics.config_last_reload_ok.set(1);
@@ -196,6 +211,7 @@ impl Modes {
             version,
             default_mode = mode_label(new.rules.default_mode),
             rules = new.rules.rules.len(),
+            access_rules = new.access.as_ref().map(|a| a.rules.len()),
             "config reloaded"
         );
         new

@@ -24,6 +24,7 @@ use tokio_util::codec::{FramedRead, LengthDelimitedCodecError};
 
 use super::outbox::Outbox;
 use super::{answer, Shared};
+use crate::access;
 use crate::backend::rewrite;
 use crate::group::Request;
 use crate::metrics::{ApiHandles, Path};
@@ -67,6 +68,8 @@ enum Close {
     Renegotiate(ApiKey, i16),
     #[error("{0:?} on the peer listener, which serves group requests only")]
     NotForPeers(ApiKey),
+    #[error("access: {0}")]
+    Access(String),
 }
 
 impl Close {
@@ -79,6 +82,7 @@ impl Close {
             Close::Coordinator => "coordinator",
             Close::Renegotiate(..) => "renegotiate",
             Close::NotForPeers(_) => "not_for_peers",
+            Close::Access(_) => "access",
         }
     }
 }
@@ -101,6 +105,8 @@ struct Slot {
     timer: Option<Histogram>,
     /// A JoinGroup or SyncGroup waiting for the rest of its group (not waited for when draining).
     parked: bool,
+    /// Access control: runs on the response before the client gets it (`access::Patch`).
+    patch: Option<access::Patch>,
 }
 
 /// Most acks=0 Produce requests remembered while waiting to see whether the backend answers them.
@@ -132,6 +138,8 @@ struct BackendLink {
 struct Slots {
     slots: VecDeque<Slot>,
     head: u64,
+    /// The patch for the next slot pushed (set per request by the access check).
+    next_patch: Option<access::Patch>,
 }
 
 impl Slots {
@@ -141,6 +149,7 @@ impl Slots {
             started: Instant::now(),
             timer,
             parked: false,
+            patch: self.next_patch.take(),
         });
         self.head + self.slots.len() as u64 - 1
     }
@@ -169,14 +178,17 @@ impl Slots {
     }
 
     /// Takes the leading run of filled slots.
-    fn pop_ready(&mut self) -> Option<Bytes> {
+    fn pop_ready(&mut self) -> Option<Result<Bytes, Close>> {
         let response = self.slots.front_mut()?.response.take()?;
         let slot = self.slots.pop_front()?;
         self.head += 1;
         if let Some(timer) = slot.timer {
             timer.observe(slot.started.elapsed().as_secs_f64());
         }
-        Some(response)
+        Some(match slot.patch {
+            Some(patch) => patch(response).map_err(Close::Access),
+            None => Ok(response),
+        })
     }
 
     fn len(&self) -> usize {
@@ -187,10 +199,12 @@ impl Slots {
 /// Serves one client connection until it closes or misbehaves.
 pub async fn serve(shared: Arc<Shared>, socket: Stream, peer: SocketAddr, origin: Origin) {
     let _ = socket.set_nodelay(true);
+    let access = access::Guard::new(access::Principal::of(&socket));
     let (read, write) = socket.into_split();
     let mut conn = Conn {
         shared,
         origin,
+        access,
         links: Vec::new(),
         client_host: format!("/{}", peer.ip()),
         client_out: write,
@@ -232,6 +246,8 @@ fn is_reset(e: &std::io::Error) -> bool {
 struct Conn {
     shared: Arc<Shared>,
     origin: Origin,
+    /// The client's principal and the `[access]` rules that apply to it.
+    access: access::Guard,
     /// Peer connections to the owners of groups this connection asked about (usually one).
     links: Vec<Link>,
     client_host: String,
@@ -327,7 +343,7 @@ impl Conn {
     /// Writes every response whose turn has come, in one go.
     async fn write_ready(&mut self) -> Result<(), Close> {
         while let Some(response) = self.slots.pop_ready() {
-            self.to_client.push(response);
+            self.to_client.push(response?);
         }
         if self.to_client.is_empty() {
             return Ok(());
@@ -347,6 +363,37 @@ impl Conn {
         let body = frame.slice(4..);
         let peek = peek(&body).map_err(Close::Frame)?;
         let route = route(&peek).map_err(Close::Frame)?;
+        // Access control (`src/access/`): before routing or forwarding.
+        let verdict = self.access.check(
+            self.shared.modes(),
+            &self.shared.metrics,
+            self.origin,
+            &peek,
+            &frame,
+        );
+        let (frame, body) = match verdict.map_err(Close::Frame)? {
+            access::Verdict::Pass => {
+                self.slots.next_patch = None;
+                (frame, body)
+            }
+            access::Verdict::Rewrite { frame: new, patch } => {
+                self.slots.next_patch = patch;
+                let frame = new.unwrap_or(frame);
+                let body = frame.slice(4..);
+                (frame, body)
+            }
+            access::Verdict::Answer(response) => {
+                // Refused whole: kelp answers it (counted as a local answer).
+                if let Some(h) = self.shared.metrics.api(peek.api_key, Path::Local) {
+                    h.requests.inc();
+                }
+                if let Some(response) = response {
+                    self.slots.push(Some(response), None);
+                }
+                return Ok(());
+            }
+            access::Verdict::Close(why) => return Err(Close::Access(why)),
+        };
         match route {
             // Other kelps only send group requests (and probes) to the peer listener.
             Route::Forward | Route::ForwardRewrite if self.origin == Origin::Peer => {
