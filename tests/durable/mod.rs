@@ -177,11 +177,17 @@ pub fn commit_offset(c: &BaseConsumer, topic: &str, offset: i64) -> Result<(), S
     c.commit(&tpl, CommitMode::Sync).map_err(|e| e.to_string())
 }
 
-pub fn not_available(kelp: &Kelp, group: &str) -> f64 {
+/// OffsetCommits this kelp answered COORDINATOR_NOT_AVAILABLE (the test's kelp serves one group).
+/// Counted from kelp's answers, not the group's series: with the filer gone the group's lease
+/// ends and its series go with it (they exist only where the group is coordinated).
+pub fn not_available(kelp: &Kelp, _group: &str) -> f64 {
     metric(
         kelp,
-        "kelp_group_offset_commits_total",
-        &[("group", group), ("result", "coordinator_not_available")],
+        "kelp_request_errors_total",
+        &[
+            ("api", "OffsetCommit"),
+            ("error", "coordinator_not_available"),
+        ],
     )
     .unwrap_or(0.0)
 }

@@ -335,6 +335,12 @@ fn tail(path: &Path, lines: usize) -> String {
 // ------------------------------------------------------------------------------------------------
 // kelp
 
+/// The kelp binary the tests run: this build's, or `KELP_TEST_BIN` (another build's, to measure a
+/// fault test against it, e.g. `scripts/partition-figure --base REV`).
+pub fn kelp_bin() -> String {
+    std::env::var("KELP_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_kelp").to_string())
+}
+
 static KELP_SEQ: AtomicUsize = AtomicUsize::new(0);
 
 /// The real kelp binary, started as a child in front of a backend. Killed on drop.
@@ -403,7 +409,7 @@ impl Kelp {
             .open(&self.log)
             .expect("open kelp log");
         let mut cmd = match self.uid {
-            None => Command::new(env!("CARGO_BIN_EXE_kelp")),
+            None => Command::new(kelp_bin()),
             Some(uid) => {
                 use std::os::unix::process::CommandExt;
                 let mut c = Command::new(binary_for_others());
@@ -421,7 +427,7 @@ impl Kelp {
         }
         let child = cmd
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", env!("CARGO_BIN_EXE_kelp")));
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", kelp_bin()));
         register_child(child.id());
         self.child = Some(child);
         let sock: SocketAddr = self.addr.parse().unwrap();
@@ -552,8 +558,8 @@ fn binary_for_others() -> &'static Path {
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod 755");
         let bin = dir.join("kelp");
         // A hard link where the temp dir shares the target dir's file system, else a copy.
-        if fs::hard_link(env!("CARGO_BIN_EXE_kelp"), &bin).is_err() {
-            fs::copy(env!("CARGO_BIN_EXE_kelp"), &bin).expect("copy the kelp binary");
+        if fs::hard_link(kelp_bin(), &bin).is_err() {
+            fs::copy(kelp_bin(), &bin).expect("copy the kelp binary");
         }
         fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).expect("chmod 755");
         bin
