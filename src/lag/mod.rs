@@ -102,7 +102,15 @@ pub async fn run(lag: Arc<Lag>, sources: Sources) {
         let began = Instant::now();
         let at = started.elapsed().as_millis() as u64;
         let mut requests = RoundRequests::default();
-        let report = round(&lag, &sources, snapshot, &mut histories, at, &mut requests).await;
+        let mut report = round(&lag, &sources, snapshot, &mut histories, at, &mut requests).await;
+        // Local groups released to another kelp while the round ran have no series here any more.
+        if let Some(now) = sources.groups.snapshot().await {
+            let still: std::collections::HashSet<&str> =
+                now.groups.iter().map(|g| g.group.as_str()).collect();
+            report
+                .groups
+                .retain(|_, g| g.mode != "local" || still.contains(g.group.as_str()));
+        }
         sources
             .metrics
             .lag

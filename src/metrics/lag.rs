@@ -241,6 +241,37 @@ impl LagMetrics {
         }
         *published = now;
     }
+
+    /// Removes every lag series of `group` at once (released to another kelp, or deleted): lag
+    /// series, like the other per-group series, exist only where the group is coordinated.
+    pub fn forget(&self, group: &str) {
+        let Ok(mut published) = self.published.lock() else {
+            return;
+        };
+        published.topics.retain(|(g, t)| {
+            let gone = g == group;
+            if gone {
+                let _ = self.lag.remove_label_values(&[g, t]);
+                let _ = self.max_partition.remove_label_values(&[g, t]);
+            }
+            !gone
+        });
+        published.partitions.retain(|(g, t, p)| {
+            let gone = g == group;
+            if gone {
+                let _ = self.partition.remove_label_values(&[g, t, p]);
+            }
+            !gone
+        });
+        if published.groups.remove(group) {
+            for s in Status::ALL {
+                let _ = self.status.remove_label_values(&[group, s.as_str()]);
+            }
+        }
+        if published.ages.remove(group) {
+            let _ = self.commit_age.remove_label_values(&[group]);
+        }
+    }
 }
 
 #[cfg(test)]

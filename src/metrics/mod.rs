@@ -296,6 +296,11 @@ impl Metrics {
     /// Applies a local coordinator event to the per-group series.
     pub fn group_event(&self, event: &crate::group::Event) {
         self.groups.apply(event, "local");
+        if let crate::group::Event::GroupReleased { group }
+        | crate::group::Event::GroupDeleted { group } = event
+        {
+            self.lag.forget(group);
+        }
     }
 
     /// The text exposition of every metric (idle groups' series are dropped first).
