@@ -59,7 +59,7 @@ def main():
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
 
-    from confluent_kafka import Consumer, KafkaError, KafkaException
+    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
     conf = {
         "bootstrap.servers": a.bootstrap,
@@ -74,13 +74,32 @@ def main():
     for kv in a.set:
         k, v = kv.split("=", 1)
         conf[k] = coerce(v)
+    # --async-commit: one commit in flight at a time (so commits reach the coordinator in order),
+    # the newest offsets of each partition coalesced until it is answered.
+    pending = {}
+    inflight = [False]
+
     def on_commit(err, parts):
-        # --async-commit: the coordinator's answer to one commit.
+        inflight[0] = False
         for tp in parts or []:
             if err is not None or tp.error is not None:
                 out(f"failed {tp.partition} {tp.offset} {err or tp.error}")
             else:
                 out(f"acked {tp.partition} {tp.offset}")
+
+    def send_pending():
+        if inflight[0] or not pending:
+            return
+        tps = [TopicPartition(a.topic, q, o) for q, o in sorted(pending.items())]
+        pending.clear()
+        for tp in tps:
+            out(f"trying {tp.partition} {tp.offset}")
+        try:
+            c.commit(offsets=tps, asynchronous=True)
+            inflight[0] = True
+        except KafkaException as e:
+            for tp in tps:
+                out(f"failed {tp.partition} {tp.offset} {e}")
 
     if a.async_commit:
         conf["on_commit"] = on_commit
@@ -108,6 +127,8 @@ def main():
     end = time.monotonic() + a.max_seconds
     while not stopping and time.monotonic() < end:
         m = c.poll(0.1)
+        if a.async_commit:
+            send_pending()
         if m is None:
             continue
         if m.error():
@@ -116,15 +137,13 @@ def main():
             continue
         p, o = m.partition(), m.offset() + 1
         out(f"msg {p} {m.offset()}")
-        out(f"trying {p} {o}")
         if a.async_commit:
-            try:
-                c.commit(message=m, asynchronous=True)
-            except KafkaException as e:
-                out(f"failed {p} {o} {e}")
+            pending[p] = o
+            send_pending()
             if a.delay_ms:
                 time.sleep(a.delay_ms / 1000.0)
             continue
+        out(f"trying {p} {o}")
         try:
             res = c.commit(message=m, asynchronous=False)
             bad = [tp for tp in (res or []) if tp.error is not None]
