@@ -386,7 +386,11 @@ async fn run(
                     tracing::trace!(token, response = ?response, "group reply");
                     let (api, error) = response_error(&response);
                     if let Some(sh) = shard.as_mut() {
-                        let refused = matches!(error, durable::COORDINATOR_NOT_AVAILABLE | 16);
+                        let refused = matches!(
+                            error,
+                            durable::COORDINATOR_NOT_AVAILABLE
+                                | crate::protocol::error::NOT_COORDINATOR
+                        );
                         sh.replied(token, refused, Instant::now());
                     }
                     if error != 0 {

@@ -36,10 +36,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ownership::offsets::{lost_commits, offset_fetch, OffsetWatch};
+use ownership::offsets::lost_commits;
 use ownership::sampling::*;
 use ownership::{flag, CUT_UID};
-use peers::{acked_max, ends, Cluster, Member};
+use peers::{Cluster, Member};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -178,20 +178,21 @@ fn peer_partition() {
         stop_sampling.store(true, Ordering::SeqCst);
         sampler.join().expect("sampler")
     });
-    let acked = acked_max(&refs);
-    let now = offset_fetch(
+    let Wound {
+        acked,
+        now,
+        drained,
+        offsets,
+    } = wind_down(
+        &refs,
         &c.addr(via),
         group,
         topic,
         PARTITIONS,
-        Duration::from_secs(10),
+        (&stop_producing, producer),
+        (&stop_watch, watcher),
+        Duration::from_secs(40),
     );
-    stop_producing.store(true, Ordering::SeqCst);
-    let delivered = producer.join().expect("producer");
-    let end = ends(&delivered);
-    let drained = wait_committed(&c.addr(via), group, topic, &end, Duration::from_secs(40));
-    stop_watch.store(true, Ordering::SeqCst);
-    let offsets: OffsetWatch = watcher.join().expect("offset watcher");
 
     let double = double_ownership(&samples, cut_at);
     // The figure first (scripts/partition-figure quotes it), then the details, then the checks.
@@ -351,25 +352,21 @@ fn paused_owner() {
         stop_sampling.store(true, Ordering::SeqCst);
         sampler.join().expect("sampler")
     });
-    let acked = acked_max(&refs);
-    let now = offset_fetch(
+    let Wound {
+        acked,
+        now,
+        drained,
+        offsets,
+    } = wind_down(
+        &refs,
         &c.addr(via),
         group,
         topic,
         PARTITIONS,
-        Duration::from_secs(10),
-    );
-    stop_producing.store(true, Ordering::SeqCst);
-    let delivered = producer.join().expect("producer");
-    let drained = wait_committed(
-        &c.addr(via),
-        group,
-        topic,
-        &ends(&delivered),
+        (&stop_producing, producer),
+        (&stop_watch, watcher),
         Duration::from_secs(40),
     );
-    stop_watch.store(true, Ordering::SeqCst);
-    let offsets = watcher.join().expect("offset watcher");
 
     let grace = resumed_at + Duration::from_secs(1);
     let twice = two_coordinators(&samples, grace, stopped_at);

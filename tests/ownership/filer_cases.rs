@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::ownership::offsets::{lost_commits, offset_fetch};
 use crate::ownership::sampling::*;
 use crate::ownership::{self, flag, CUT_UID};
-use crate::peers::{self, acked_max, ends, Cluster, Member};
+use crate::peers::{self, acked_max, Cluster, Member};
 use crate::serial;
 use crate::support::{self, Kelp};
 
@@ -268,25 +268,21 @@ fn filer_down_mid_rebalance() {
         stop_sampling.store(true, Ordering::SeqCst);
         sampler.join().expect("sampler")
     });
-    let acked = acked_max(&refs);
-    let now = offset_fetch(
+    let Wound {
+        acked,
+        now,
+        drained,
+        offsets,
+    } = wind_down(
+        &refs,
         &c.addr(other),
         group,
         topic,
         PARTITIONS,
-        Duration::from_secs(10),
-    );
-    stop_producing.store(true, Ordering::SeqCst);
-    let delivered = producer.join().expect("producer");
-    let drained = wait_committed(
-        &c.addr(other),
-        group,
-        topic,
-        &ends(&delivered),
+        (&stop_producing, producer),
+        (&stop_watch, watcher),
         Duration::from_secs(60),
     );
-    stop_watch.store(true, Ordering::SeqCst);
-    let offsets = watcher.join().expect("offset watcher");
     let double = double_ownership(&samples, stopped_at);
     let twice = two_coordinators(&samples, stopped_at, stopped_at);
     eprintln!(

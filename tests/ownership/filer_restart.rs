@@ -11,11 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::ownership::offsets::{lost_commits, offset_fetch};
+use crate::ownership::offsets::lost_commits;
 use crate::ownership::sampling::*;
 use crate::ownership::standalone_filer::StandaloneFiler;
 use crate::ownership::{self, flag};
-use crate::peers::{self, acked_max, ends, exact_cover, has_group_series, Cluster, Member};
+use crate::peers::{self, exact_cover, has_group_series, Cluster, Member};
 use crate::serial;
 use crate::support;
 
@@ -250,25 +250,21 @@ fn filer_restarted_mid_rebalance() {
         )
     });
     let (samples, stateless) = samples;
-    let acked = acked_max(&refs);
-    let now = offset_fetch(
+    let Wound {
+        acked,
+        now,
+        drained,
+        offsets,
+    } = wind_down(
+        &refs,
         &c.addr(other),
         group,
         topic,
         PARTITIONS,
-        Duration::from_secs(10),
-    );
-    stop_producing.store(true, Ordering::SeqCst);
-    let delivered = producer.join().expect("producer");
-    let drained = wait_committed(
-        &c.addr(other),
-        group,
-        topic,
-        &ends(&delivered),
+        (&stop_producing, producer),
+        (&stop_watch, watcher),
         Duration::from_secs(30),
     );
-    stop_watch.store(true, Ordering::SeqCst);
-    let offsets = watcher.join().expect("offset watcher");
     let running: Vec<bool> = (0..2)
         .map(|i| c.nodes[i].kelp.as_mut().is_some_and(|k| k.is_running()))
         .collect();

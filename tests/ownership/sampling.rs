@@ -353,3 +353,42 @@ pub fn signal(pid: u32, sig: &str) {
         .expect("run kill");
     assert!(st.success(), "kill {sig} {pid}: {st}");
 }
+
+/// How the traffic of a fault test ended: the highest acknowledged commits, OffsetFetch through
+/// `via` right after, OffsetFetch once everything produced is committed (or why not within the
+/// drain time), and the offsets watched while the fault lasted.
+pub struct Wound {
+    pub acked: BTreeMap<i32, i64>,
+    pub now: Result<BTreeMap<i32, i64>, String>,
+    pub drained: Result<BTreeMap<i32, i64>, String>,
+    pub offsets: super::offsets::OffsetWatch,
+}
+
+/// Stops a fault test's trickle producer and offset watcher in the order every test needs:
+/// acknowledged commits and OffsetFetch first (what must not be lost), then the producer, then a
+/// wait (at most `drain`) until everything produced is committed, then the watcher.
+#[allow(clippy::too_many_arguments)]
+pub fn wind_down(
+    members: &[&Member],
+    via: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+    producer: (&AtomicBool, thread::JoinHandle<Vec<support::Delivered>>),
+    watcher: (&AtomicBool, thread::JoinHandle<super::offsets::OffsetWatch>),
+    drain: Duration,
+) -> Wound {
+    let acked = peers::acked_max(members);
+    let now = offset_fetch(via, group, topic, partitions, Duration::from_secs(10));
+    producer.0.store(true, Ordering::SeqCst);
+    let delivered = producer.1.join().expect("producer");
+    let drained = wait_committed(via, group, topic, &peers::ends(&delivered), drain);
+    watcher.0.store(true, Ordering::SeqCst);
+    let offsets = watcher.1.join().expect("offset watcher");
+    Wound {
+        acked,
+        now,
+        drained,
+        offsets,
+    }
+}
