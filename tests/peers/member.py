@@ -2,12 +2,19 @@
 so a test can SIGKILL it together with its kelp. confluent-kafka (librdkafka), no auto-commit:
 every message is committed synchronously before the next poll (or, with --async-commit, sent
 without waiting and reported from librdkafka's commit callback, so the poll loop never blocks on an
-unreachable coordinator), and each commit is reported.
+unreachable coordinator; with --no-commit, never), and each commit is reported.
 
   member.py --bootstrap H:P --group G --client-id C --topic T [--set name=value ...]
-            [--delay-ms 0] [--max-seconds 300] [--async-commit]
+            [--delay-ms 0] [--max-seconds 300] [--async-commit | --no-commit] [--stamp]
+
+With `--set group.protocol=consumer` (KIP-848) the member leaves session.timeout.ms and
+heartbeat.interval.ms to the coordinator (librdkafka refuses them with that protocol); otherwise it
+runs with session.timeout.ms=6000 and heartbeat.interval.ms=500 unless --set says otherwise.
+With --stamp every line starts with the wall-clock time (`@<unix seconds> `), for tools that
+compare members' timelines (benches/rebalance_compare.py).
 
 stdout, one line per event, flushed:
+  subscribing             about to subscribe (the member's start, for timing)
   assigned p,p,...        the member's partitions after each assignment or revocation ("-": none)
   lost p,p,...            librdkafka gave these up without a rebalance (its session timed out)
   msg P O                 one consumed message (partition, offset)
@@ -26,7 +33,12 @@ import time
 stopping = False
 
 
+stamp = False
+
+
 def out(line):
+    if stamp:
+        line = f"@{time.time():.6f} {line}"
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
 
@@ -55,7 +67,11 @@ def main():
     ap.add_argument("--delay-ms", type=float, default=0)
     ap.add_argument("--max-seconds", type=float, default=300)
     ap.add_argument("--async-commit", action="store_true")
+    ap.add_argument("--no-commit", action="store_true")
+    ap.add_argument("--stamp", action="store_true")
     a = ap.parse_args()
+    global stamp
+    stamp = a.stamp
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
 
@@ -67,13 +83,14 @@ def main():
         "client.id": a.client_id,
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
-        "session.timeout.ms": 6000,
-        "heartbeat.interval.ms": 500,
         "broker.address.family": "v4",
     }
     for kv in a.set:
         k, v = kv.split("=", 1)
         conf[k] = coerce(v)
+    if conf.get("group.protocol") != "consumer":
+        conf.setdefault("session.timeout.ms", 6000)
+        conf.setdefault("heartbeat.interval.ms", 500)
     # --async-commit: one commit in flight at a time (so commits reach the coordinator in order),
     # the newest offsets of each partition coalesced until it is answered.
     pending = {}
@@ -123,6 +140,7 @@ def main():
         out("lost " + (",".join(str(p.partition) for p in parts) or "-"))
         on_revoke(consumer, parts)
 
+    out("subscribing")
     c.subscribe([a.topic], on_assign=on_assign, on_revoke=on_revoke, on_lost=on_lost)
     end = time.monotonic() + a.max_seconds
     while not stopping and time.monotonic() < end:
@@ -137,6 +155,10 @@ def main():
             continue
         p, o = m.partition(), m.offset() + 1
         out(f"msg {p} {m.offset()}")
+        if a.no_commit:
+            if a.delay_ms:
+                time.sleep(a.delay_ms / 1000.0)
+            continue
         if a.async_commit:
             pending[p] = o
             send_pending()

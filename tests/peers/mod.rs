@@ -355,6 +355,12 @@ pub struct MemberState {
     pub failed: Vec<String>,
     pub errors: Vec<String>,
     pub closed: bool,
+    /// Each assignment as member.py printed it, stamped with the member's own wall clock (unix
+    /// seconds, `--stamp`): the order of events across members without the report lag.
+    pub timeline: Vec<(f64, Vec<i32>)>,
+    /// member.py's wall clock when it subscribed, and at its first consumed message.
+    pub subscribed_at: Option<f64>,
+    pub first_msg_at: Option<f64>,
 }
 
 /// tests/peers/member.py in a child process, attached to one kelp.
@@ -392,6 +398,22 @@ impl Member {
         delay_ms: u32,
         async_commit: bool,
     ) -> Member {
+        Member::start_with(bootstrap, group, name, topic, delay_ms, async_commit, &[])
+    }
+
+    /// A member with extra librdkafka `settings` (`--set name=value`), e.g.
+    /// `("group.protocol", "consumer")` for a KIP-848 member: member.py then leaves the session
+    /// timeout and heartbeat interval to the coordinator (librdkafka refuses them with that
+    /// protocol); otherwise it runs with session.timeout.ms=6000 and heartbeat.interval.ms=500.
+    pub fn start_with(
+        bootstrap: &str,
+        group: &str,
+        name: &str,
+        topic: &str,
+        delay_ms: u32,
+        async_commit: bool,
+        settings: &[(&str, &str)],
+    ) -> Member {
         let log = support::scratch_dir().join(format!("member-{group}-{name}.log"));
         let errlog = std::fs::File::create(&log).expect("member log");
         let mut cmd = Command::new(support::python_bin());
@@ -414,8 +436,12 @@ impl Member {
                 name,
             ])
             .args(["--topic", topic, "--delay-ms", &delay_ms.to_string()])
-            .args(["--set", "session.timeout.ms=6000"])
-            .args(["--set", "heartbeat.interval.ms=500"])
+            .arg("--stamp")
+            .args(
+                settings
+                    .iter()
+                    .flat_map(|(k, v)| ["--set".to_string(), format!("{k}={v}")]),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(errlog)
@@ -490,6 +516,50 @@ impl Member {
             .collect()
     }
 
+    /// Each assignment with the member's own wall-clock time (unix seconds).
+    pub fn timeline(&self) -> Vec<(f64, Vec<i32>)> {
+        self.state.lock().unwrap().timeline.clone()
+    }
+
+    /// member.py's wall clock at its subscribe and at its first consumed message.
+    pub fn subscribed_at(&self) -> Option<f64> {
+        self.state.lock().unwrap().subscribed_at
+    }
+    pub fn first_msg_at(&self) -> Option<f64> {
+        self.state.lock().unwrap().first_msg_at
+    }
+    pub fn closed(&self) -> bool {
+        self.state.lock().unwrap().closed
+    }
+
+    /// SIGTERM: member.py closes the consumer (LeaveGroup, or a leaving heartbeat with the
+    /// consumer protocol) and exits. Returns the wall-clock time of the signal and whether it
+    /// printed `closed` and exited within `timeout` (SIGKILL after that).
+    pub fn close(&mut self, timeout: Duration) -> (f64, bool) {
+        let at = wall_now();
+        let Some(mut c) = self.child.take() else {
+            return (at, false);
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let start = Instant::now();
+        let mut exited = false;
+        while start.elapsed() < timeout {
+            if let Ok(Some(_)) = c.try_wait() {
+                exited = true;
+                break;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        if !exited {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        support::join_within(self.reader.take(), Duration::from_secs(5));
+        (at, exited && self.closed())
+    }
+
     /// SIGKILL: gone without LeaveGroup; what it reported so far stays readable.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -506,7 +576,19 @@ impl Drop for Member {
     }
 }
 
+/// Now, as unix seconds (the clock member.py stamps its lines with).
+pub fn wall_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 fn parse(state: &Mutex<MemberState>, line: &str) {
+    // `@<unix seconds> ` in front with --stamp.
+    let (stamp, line) = match line.strip_prefix('@').and_then(|l| l.split_once(' ')) {
+        Some((t, rest)) => (t.parse::<f64>().ok(), rest),
+        None => (None, line),
+    };
     let f: Vec<&str> = line.splitn(4, ' ').collect();
     let num = |i: usize| f.get(i).and_then(|v| v.parse::<i64>().ok());
     let mut s = state.lock().unwrap();
@@ -520,10 +602,17 @@ fn parse(state: &Mutex<MemberState>, line: &str) {
                 .collect();
             a.sort();
             s.history.push((Instant::now(), a.clone()));
+            if let Some(t) = stamp {
+                s.timeline.push((t, a.clone()));
+            }
             s.assignment = a;
             s.assignments += 1;
         }
+        "subscribing" => s.subscribed_at = stamp,
         "msg" => {
+            if s.first_msg_at.is_none() {
+                s.first_msg_at = stamp;
+            }
             if let (Some(p), Some(o)) = (num(1), num(2)) {
                 s.records.push((p as i32, o));
             }
