@@ -1,7 +1,8 @@
 //! Monitoring (TESTING.md): the alert rules pass `promtool check rules` and `promtool test rules`;
 //! the dashboards are complete Grafana models; and a REAL Prometheus (Debian package, installed by
-//! scripts/prometheus) scraping a REAL kelp while a real consumer group rebalances returns data for
-//! every dashboard panel query and every alert expression, through its HTTP API.
+//! scripts/prometheus) scraping a REAL kelp while a real classic consumer group and a real KIP-848
+//! consumer group (`group.protocol=consumer`) rebalance returns data for every dashboard panel query
+//! and every alert expression, through its HTTP API.
 
 mod support;
 
@@ -24,6 +25,8 @@ const DASHBOARDS: [&str; 2] = [
 ];
 /// The scrape job name kelp's alert rules expect (docs/METRICS.md, "Scraping").
 const JOB: &str = "kelp";
+/// The values of the per-group `protocol` label; the scenario runs a group of each.
+const PROTOCOLS: [&str; 2] = ["classic", "consumer"];
 
 // ------------------------------------------------------------------------------------------------
 // a small JSON reader (dashboards and Prometheus API answers; no serde in the dev-dependencies)
@@ -493,6 +496,10 @@ fn dashboards_are_complete_grafana_models() {
                 "Lag per group and topic",
                 "Lag status timeline",
                 "Commit age",
+                "Group epoch vs target assignment epoch vs lowest member epoch",
+                "Members unreconciled",
+                "Partitions pending revocation / unreleased",
+                "ConsumerGroupHeartbeat errors by error",
             ],
         ),
         (
@@ -534,6 +541,12 @@ fn dashboards_are_complete_grafana_models() {
                 Some("label_values(kelp_group_generation, group)"),
                 "{}",
                 ctx("group selector")
+            );
+            assert_eq!(
+                vars.get("protocol").map(|v| v.1.as_str()),
+                Some("label_values(kelp_group_generation, protocol)"),
+                "{}",
+                ctx("protocol selector (classic / consumer)")
             );
         }
         let all = panels(&dash);
@@ -988,6 +1001,50 @@ fn rebalance_scenario(kelp: &Kelp, prom: &Prometheus, topic: &str, group: &str) 
     a
 }
 
+/// A consumer group (KIP-848, two confluent-kafka members with `group.protocol=consumer`): one
+/// member, a second joins, the second leaves. After each step the group is Stable on kelp with its
+/// partitions split and Prometheus has scraped that, so the KIP-848 panels (epochs, reconciliation,
+/// heartbeats) have data. Returns the remaining member.
+fn consumer_group_scenario(kelp: &Kelp, prom: &Prometheus, topic: &str, group: &str) -> PyConsumer {
+    let cfg = [("group.protocol", "consumer")];
+    let scraped = |members: usize| {
+        let expr = format!(
+            "kelp_group_members{{group=\"{group}\", protocol=\"consumer\"}} == {members} \
+             and on () kelp_group_state{{group=\"{group}\", state=\"Stable\"}} == 1 \
+             and on () kelp_group_members_unreconciled{{group=\"{group}\"}} == 0"
+        );
+        let what =
+            format!("Prometheus to scrape the consumer group Stable with {members} member(s)");
+        prom.wait_for(&expr, 1, &what);
+    };
+    let start = |name: &str| {
+        PyConsumer::start_with(
+            PyClient::Confluent,
+            kelp.addr(),
+            group,
+            name,
+            &[topic],
+            &cfg,
+        )
+    };
+    let a = start("monitoring-kip848-a");
+    wait_stable(kelp, group, 1, "KIP-848: first member", || {
+        split_of(&[a.partitions()], 4)
+    });
+    scraped(1);
+    let b = start("monitoring-kip848-b");
+    wait_stable(kelp, group, 2, "KIP-848: second member joined", || {
+        split_of(&[a.partitions(), b.partitions()], 4)
+    });
+    scraped(2);
+    b.stop();
+    wait_stable(kelp, group, 1, "KIP-848: second member left", || {
+        split_of(&[a.partitions()], 4)
+    });
+    scraped(1);
+    a
+}
+
 /// The rebalance counter shows the reasons that happened, the eviction was counted, and the
 /// generation went up once per rebalance.
 fn check_group_counters(prom: &Prometheus, group: &str, span: u64) {
@@ -1042,6 +1099,7 @@ fn grafana_values(kelp: &Kelp, group: &str, span: u64) -> BTreeMap<&'static str,
         ("job", JOB.to_string()),
         ("instance", kelp.metrics_addr().replace('.', "\\\\.")),
         ("group", group.to_string()),
+        ("protocol", PROTOCOLS.join("|")),
         ("__interval", "1s".into()),
         ("__interval_ms", "1000".into()),
         ("__rate_interval", "4s".into()),
@@ -1114,19 +1172,24 @@ fn check_variables(
             } else {
                 format!("&match[]={}", url_encode(selector))
             };
-            let expected = match name.as_str() {
-                "job" => JOB,
-                "instance" => kelp.metrics_addr(),
-                _ => group,
+            // The scenario's groups and protocols are alternatives ("a|b"): each must be listed.
+            let expected: Vec<&str> = match name.as_str() {
+                "job" => vec![JOB],
+                "instance" => vec![kelp.metrics_addr()],
+                "protocol" => PROTOCOLS.to_vec(),
+                _ => group.split('|').collect(),
             };
             let path = format!(
                 "/api/v1/label/{label}/values?start={:.3}&end={end:.3}{matcher}",
                 prom.started
             );
             match prom.api(&path) {
-                Ok(Json::Arr(vals)) if vals.iter().any(|v| v.as_str() == Some(expected)) => {}
+                Ok(Json::Arr(vals))
+                    if expected
+                        .iter()
+                        .all(|e| vals.iter().any(|v| v.as_str() == Some(e))) => {}
                 other => failures.push(format!(
-                    "{rel}: variable {name} ({query}) does not list {expected:?}: {other:?}"
+                    "{rel}: variable {name} ({query}) does not list all of {expected:?}: {other:?}"
                 )),
             }
         }
@@ -1200,6 +1263,7 @@ fn dashboards_and_alerts_return_data_from_a_real_prometheus_during_a_rebalance()
         format!("monitoring-{tag}"),
         format!("monitoring-group-{tag}"),
     );
+    let kip848_group = format!("monitoring-kip848-{tag}");
     let kelp = Kelp::start(&[
         "--group-mode",
         "local",
@@ -1207,6 +1271,10 @@ fn dashboards_and_alerts_return_data_from_a_real_prometheus_during_a_rebalance()
         "0",
         "--lag-interval-secs",
         "1",
+        "--group-consumer-session-timeout-ms",
+        "6000",
+        "--group-consumer-heartbeat-interval-ms",
+        "500",
     ]);
     let prom = Prometheus::start(kelp.metrics_addr());
     prom.wait_for(
@@ -1223,6 +1291,7 @@ fn dashboards_and_alerts_return_data_from_a_real_prometheus_during_a_rebalance()
     );
 
     let survivor = rebalance_scenario(&kelp, &prom, &topic, &group);
+    let kip848_member = consumer_group_scenario(&kelp, &prom, &topic, &kip848_group);
     // a few more scrapes, so that short rate windows after the last rebalance have samples
     thread::sleep(Duration::from_secs(3));
     let end = now_secs();
@@ -1233,9 +1302,11 @@ fn dashboards_and_alerts_return_data_from_a_real_prometheus_during_a_rebalance()
     );
 
     check_group_counters(&prom, &group, span);
-    let values = grafana_values(&kelp, &group, span);
+    // Grafana with both groups selected ("All"), and both protocols.
+    let both = format!("{group}|{kip848_group}");
+    let values = grafana_values(&kelp, &both, span);
     let mut failures = check_panels(&prom, &values, end);
-    failures.extend(check_variables(&prom, &values, &kelp, &group, end));
+    failures.extend(check_variables(&prom, &values, &kelp, &both, end));
     failures.extend(check_alerts(&prom, end));
     eprintln!("monitoring: done after {:.1} s", t0.elapsed().as_secs_f64());
     assert!(
@@ -1245,4 +1316,5 @@ fn dashboards_and_alerts_return_data_from_a_real_prometheus_during_a_rebalance()
         failures.join("\n")
     );
     drop(survivor);
+    drop(kip848_member);
 }

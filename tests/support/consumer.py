@@ -9,7 +9,8 @@ stdout, one line per event, flushed:
   msg topic p offset HEX       one consumed message (payload as hex)
   error TEXT                   a client error (the member keeps going)
   closed                       after SIGTERM: committed, closed (LeaveGroup), about to exit 0
-Auto-commit every second by default. Bounded: exits by itself after --max-seconds.
+Auto-commit every second by default. With `--set group.protocol=consumer` (KIP-848) the session
+timeout and heartbeat interval are left to the coordinator. Bounded: exits by itself after --max-seconds.
 """
 import argparse
 import signal
@@ -57,6 +58,10 @@ def run_confluent(a, extra):
         "broker.address.family": "v4",
     }
     conf.update(extra)
+    if conf.get("group.protocol") == "consumer":
+        # KIP-848: the coordinator sets these; librdkafka refuses them with that protocol.
+        conf.pop("session.timeout.ms")
+        conf.pop("heartbeat.interval.ms")
     c = Consumer(conf)
     owned = set()
 
