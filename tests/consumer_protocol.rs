@@ -479,6 +479,11 @@ fn offsets_survive_a_kelp_kill9() {
         lost_commits(&acked_all, &committed_then).is_empty(),
         "e. acknowledged {acked_all:?}, committed {committed_then:?}"
     );
+    // (Every partition got messages, so every partition has a commit.)
+    assert!(
+        committed_then.values().all(|c| *c >= 0),
+        "e. a partition without a commit: {committed_then:?}"
+    );
     for (p, c) in &committed_then {
         assert_eq!(
             firsts.get(p),
