@@ -4,13 +4,19 @@
 //! a real admin client lists it, and metric waits. Nothing here asserts what the tests check.
 #![allow(dead_code)]
 
+#[path = "mixed.rs"]
+pub mod mixed;
+#[path = "restart.rs"]
+pub mod restart;
 pub mod timeline;
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::peers::{self, wall_now, Member};
+use crate::peers::{self, distinct, wall_now, Member};
 use crate::support::{self, Kelp};
 use timeline::Life;
 
@@ -227,4 +233,37 @@ pub fn heartbeats(kelp: &Kelp, errors: &[&str]) -> f64 {
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+pub static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub const SAMPLE_EVERY: Duration = Duration::from_millis(200);
+
+/// Waits until `members` own `0..partitions` exactly once (each at least one); how long it took.
+pub fn cover(
+    what: &str,
+    partitions: i32,
+    timeout: Duration,
+    members: &[&Member],
+    diag: &dyn Fn() -> String,
+) -> Duration {
+    let fs: Vec<Box<dyn Fn() -> Vec<i32> + '_>> = members
+        .iter()
+        .map(|m| Box::new(move || m.partitions()) as Box<dyn Fn() -> Vec<i32>>)
+        .collect();
+    let refs: Vec<&dyn Fn() -> Vec<i32>> = fs.iter().map(|f| f.as_ref()).collect();
+    peers::wait_exact_cover(what, partitions, timeout, &refs, diag)
+}
+
+/// Every (partition, offset) consumed by `members`.
+pub fn consumed(members: &[&Member]) -> HashSet<(i32, i64)> {
+    distinct(&members.iter().flat_map(|m| m.records()).collect::<Vec<_>>())
+}
+
+pub fn delivered(d: &[support::Delivered]) -> HashSet<(i32, i64)> {
+    d.iter().map(|d| (d.partition, d.offset)).collect()
 }
