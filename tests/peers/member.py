@@ -22,7 +22,8 @@ stdout, one line per event, flushed:
   acked P O               ... the coordinator answered success
   failed P O TEXT         ... it failed
   error TEXT              a client error (the member keeps going)
-  closed                  after SIGTERM: closed (LeaveGroup), about to exit 0
+  closing                 after SIGTERM: the poll loop ended (nothing is consumed after this)
+  closed                  ... closed (LeaveGroup), about to exit 0
 Bounded: exits by itself after --max-seconds.
 """
 import argparse
@@ -177,6 +178,7 @@ def main():
             out(f"failed {p} {o} {e}")
         if a.delay_ms:
             time.sleep(a.delay_ms / 1000.0)
+    out("closing")
     c.close()
     out("closed")
 

@@ -361,6 +361,8 @@ pub struct MemberState {
     /// member.py's wall clock when it subscribed, and at its first consumed message.
     pub subscribed_at: Option<f64>,
     pub first_msg_at: Option<f64>,
+    /// member.py's wall clock when its poll loop ended after SIGTERM (it consumes nothing after).
+    pub closing_at: Option<f64>,
 }
 
 /// tests/peers/member.py in a child process, attached to one kelp.
@@ -533,8 +535,9 @@ impl Member {
     }
 
     /// SIGTERM: member.py closes the consumer (LeaveGroup, or a leaving heartbeat with the
-    /// consumer protocol) and exits. Returns the wall-clock time of the signal and whether it
-    /// printed `closed` and exited within `timeout` (SIGKILL after that).
+    /// consumer protocol) and exits. Returns when it stopped consuming (its poll loop ended, by its
+    /// own clock; the signal's time if it never said) and whether it printed `closed` and exited
+    /// within `timeout` (SIGKILL after that).
     pub fn close(&mut self, timeout: Duration) -> (f64, bool) {
         let at = wall_now();
         let Some(mut c) = self.child.take() else {
@@ -557,7 +560,8 @@ impl Member {
             let _ = c.wait();
         }
         support::join_within(self.reader.take(), Duration::from_secs(5));
-        (at, exited && self.closed())
+        let s = self.state.lock().unwrap();
+        (s.closing_at.unwrap_or(at), exited && s.closed)
     }
 
     /// SIGKILL: gone without LeaveGroup; what it reported so far stays readable.
@@ -609,6 +613,7 @@ fn parse(state: &Mutex<MemberState>, line: &str) {
             s.assignments += 1;
         }
         "subscribing" => s.subscribed_at = stamp,
+        "closing" => s.closing_at = stamp,
         "msg" => {
             if s.first_msg_at.is_none() {
                 s.first_msg_at = stamp;
