@@ -269,6 +269,13 @@ impl ConsumerGroups {
         }
     }
 
+    /// Marks `group` changed (its last record write failed: write it again at the next change).
+    pub fn touch(&mut self, group: &str) {
+        if self.groups.contains_key(group) {
+            self.dirty.insert(group.to_string());
+        }
+    }
+
     /// The groups whose record changed since the last call (write `record(id)`, or a tombstone
     /// when it is `None`), in id order. A steady heartbeat changes nothing.
     pub fn take_dirty(&mut self) -> BTreeSet<String> {
