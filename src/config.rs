@@ -102,6 +102,34 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub offsets_retention_minutes: u64,
 
+    /// Consumer groups (KIP-848): a member that sends no heartbeat for this long is removed
+    /// (group.consumer.session.timeout.ms).
+    #[arg(long, env = "KELP_GROUP_CONSUMER_SESSION_TIMEOUT_MS", default_value_t = 45_000,
+          value_parser = clap::value_parser!(i32).range(1..))]
+    pub group_consumer_session_timeout_ms: i32,
+
+    /// Consumer groups (KIP-848): the heartbeat interval the coordinator gives its members
+    /// (group.consumer.heartbeat.interval.ms); below the session timeout.
+    #[arg(long, env = "KELP_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(i32).range(1..))]
+    pub group_consumer_heartbeat_interval_ms: i32,
+
+    /// Consumer groups (KIP-848): most members a group may have (group.consumer.max.size).
+    #[arg(long, env = "KELP_GROUP_CONSUMER_MAX_SIZE", default_value_t = i32::MAX as u64,
+          value_parser = clap::value_parser!(u64).range(1..=i32::MAX as u64))]
+    pub group_consumer_max_size: u64,
+
+    /// Consumer groups (KIP-848): the server-side assignors offered, the first the default
+    /// (group.consumer.assignors; `uniform`, `range`). A member picks one with
+    /// group.remote.assignor.
+    #[arg(
+        long,
+        env = "KELP_GROUP_CONSUMER_ASSIGNORS",
+        value_delimiter = ',',
+        default_value = "uniform,range"
+    )]
+    pub group_consumer_assignors: Vec<String>,
+
     /// SeaweedFS filer URL (http://host:port) where committed offsets and group records are kept.
     /// Without it they are kept in memory only and lost when kelp stops.
     #[arg(long, env = "KELP_FILER")]
@@ -171,6 +199,24 @@ impl Config {
             return Err(format!(
                 "--group-min-session-timeout-ms ({}) is above --group-max-session-timeout-ms ({})",
                 self.group_min_session_timeout_ms, self.group_max_session_timeout_ms
+            ));
+        }
+        if self.group_consumer_heartbeat_interval_ms >= self.group_consumer_session_timeout_ms {
+            return Err(format!(
+                "--group-consumer-heartbeat-interval-ms ({}) must be below --group-consumer-session-timeout-ms ({})",
+                self.group_consumer_heartbeat_interval_ms, self.group_consumer_session_timeout_ms
+            ));
+        }
+        if self.group_consumer_assignors.is_empty() {
+            return Err("--group-consumer-assignors names no assignor".into());
+        }
+        if let Some(bad) = self
+            .group_consumer_assignors
+            .iter()
+            .find(|a| crate::group::consumer::Assignor::by_name(a).is_none())
+        {
+            return Err(format!(
+                "--group-consumer-assignors: unknown assignor {bad:?} (known: uniform, range)"
             ));
         }
         if self.backend.parse::<SocketAddr>().is_err() && !self.backend.contains(':') {
@@ -274,6 +320,17 @@ impl Config {
             max_group_size: self.group_max_size as usize,
             offset_metadata_max_bytes: self.offset_metadata_max_bytes,
             offsets_retention_ms: self.offsets_retention_minutes.saturating_mul(60_000),
+            consumer: crate::group::consumer::ConsumerConfig {
+                session_timeout_ms: self.group_consumer_session_timeout_ms,
+                heartbeat_interval_ms: self.group_consumer_heartbeat_interval_ms,
+                max_size: self.group_consumer_max_size as usize,
+                assignors: self
+                    .group_consumer_assignors
+                    .iter()
+                    .filter_map(|a| crate::group::consumer::Assignor::by_name(a))
+                    .collect(),
+                ..crate::group::consumer::ConsumerConfig::default()
+            },
             ..crate::group::Config::default()
         }
     }

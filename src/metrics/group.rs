@@ -582,7 +582,7 @@ mod tests {
         assert!(
             out.contains(r#"kelp_group_generation{group="g",mode="local",protocol="classic"} 1"#)
         );
-        assert!(!out.contains(r#"kelp_group_generation{group="g",mode="passthrough"}"#));
+        assert!(!out.contains(r#"kelp_group_generation{group="g",mode="passthrough","#));
         assert!(out.contains(
             r#"kelp_group_rebalances_total{group="g",mode="passthrough",protocol="classic",reason="unknown"} 1"#
         ));

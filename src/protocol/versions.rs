@@ -44,6 +44,10 @@ pub fn kelp_range(api: ApiKey) -> Option<(Handling, VersionRange)> {
         ListGroups => (Group, range(0, 5)),
         DeleteGroups => (Group, range(0, 2)),
         OffsetDelete => (Group, range(0, 0)),
+        // Kafka 4's consumer group protocol (KIP-848): served only by kelp's coordinator (the
+        // gateway has none), so advertised only while no group may be passed through.
+        ConsumerGroupHeartbeat => (Group, range(0, 1)),
+        ConsumerGroupDescribe => (Group, range(0, 1)),
         // Forwarded, response rewritten to kelp's address and node id.
         Metadata | DescribeCluster => (ForwardRewrite, api.valid_versions()),
         // Forwarded untouched: nothing in these names a broker address or a group coordinator.
@@ -110,7 +114,8 @@ pub fn cap_group_apis(list: Vec<ApiVersion>, peers: &[BackendRanges]) -> Vec<Api
 ///
 /// Forwarded APIs: `backend ∩ kelp`. Group APIs: kelp's own range, intersected with the backend's when
 /// some group may be passed through (`passthrough_possible`), since such a request reaches the gateway
-/// unchanged. An empty intersection is not advertised; KIP-848 APIs are never in the table.
+/// unchanged. An empty intersection is not advertised (so the KIP-848 APIs, which the gateway
+/// lacks, are advertised only while every group is local).
 pub fn advertised(backend: &BackendRanges, passthrough_possible: bool) -> Vec<ApiVersion> {
     ApiKey::iter()
         .filter_map(|api| {
@@ -239,11 +244,13 @@ mod tests {
     }
 
     #[test]
-    fn kip_848_apis_are_never_advertised() {
-        let mut backend = gateway_448();
-        backend.insert(68, range(0, 1));
-        backend.insert(69, range(0, 0));
-        let list = advertised(&backend, false);
-        assert!(list.iter().all(|v| v.api_key != 68 && v.api_key != 69));
+    fn kip_848_apis_are_advertised_only_while_every_group_is_local() {
+        let list = advertised(&gateway_448(), false);
+        assert_eq!(find(&list, ApiKey::ConsumerGroupHeartbeat), Some((0, 1)));
+        assert_eq!(find(&list, ApiKey::ConsumerGroupDescribe), Some((0, 1)));
+        // The gateway has neither: a group that may be passed through cannot use them.
+        let list = advertised(&gateway_448(), true);
+        assert_eq!(find(&list, ApiKey::ConsumerGroupHeartbeat), None);
+        assert_eq!(find(&list, ApiKey::ConsumerGroupDescribe), None);
     }
 }
