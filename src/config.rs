@@ -329,7 +329,6 @@ impl Config {
                     .iter()
                     .filter_map(|a| crate::group::consumer::Assignor::by_name(a))
                     .collect(),
-                ..crate::group::consumer::ConsumerConfig::default()
             },
             ..crate::group::Config::default()
         }

@@ -336,7 +336,7 @@ pub(super) async fn load_one(store: &dyn Store, id: String) -> Result<LoadedGrou
     match record_bytes.as_deref().map(store::decode_record) {
         None => {}
         Some(Ok(store::DecodedRecord::Classic(r))) => record = Some(record_from_store(r)),
-        Some(Ok(store::DecodedRecord::Consumer(r))) => consumer = Some(*r),
+        Some(Ok(store::DecodedRecord::Consumer(r))) => consumer = Some(r),
         Some(Err(e)) => {
             tracing::error!(group = %id, error = %e, "group record does not decode; the group loads without it");
         }

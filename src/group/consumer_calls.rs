@@ -159,7 +159,7 @@ impl Coordinator {
 
     /// Fires due consumer-group timers (session and rebalance timeouts).
     pub(crate) fn consumer_tick(&mut self, now: Millis, out: &mut Vec<Output>) {
-        if self.consumer.next_deadline().is_none_or(|at| at > now) {
+        if !matches!(self.consumer.next_deadline(), Some(at) if at <= now) {
             return;
         }
         let mut events = Vec::new();

@@ -73,7 +73,7 @@ pub(crate) fn load(
         if let Some(mut consumer) = consumer {
             // A consumer group (KIP-848): restored by its own state machine, after the loop.
             consumer.group_id = id;
-            consumer_records.push(consumer);
+            consumer_records.push(*consumer);
             continue;
         }
         let max_size = c.config.max_group_size;

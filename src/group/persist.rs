@@ -84,7 +84,7 @@ pub struct LoadedGroup {
     pub group: String,
     pub record: Option<GroupRecord>,
     /// A consumer group's record (then `record` is `None`).
-    pub consumer: Option<super::consumer::ConsumerGroupRecord>,
+    pub consumer: Option<Box<super::consumer::ConsumerGroupRecord>>,
     pub offsets: Vec<OffsetEntry>,
 }
 

@@ -630,4 +630,77 @@ mod tests {
         ));
         assert!(out.contains(r#"kelp_group_mode{group="busy",mode="local"} 1"#));
     }
+
+    #[test]
+    fn a_consumer_group_has_protocol_consumer_and_reconciliation_gauges() {
+        let registry = Registry::new();
+        let m = GroupMetrics::new(&registry, 10, Duration::from_secs(3600));
+        // A classic group first (e.g. before an online upgrade)...
+        m.apply(
+            &Event::GenerationChanged {
+                group: "g".into(),
+                generation: 3,
+            },
+            "local",
+        );
+        assert!(text(&registry)
+            .contains(r#"kelp_group_generation{group="g",mode="local",protocol="classic"} 3"#));
+        // ...then a consumer group with a new target not yet reconciled.
+        m.apply(&Event::TargetAssigned { group: "g".into() }, "local");
+        let progress = |unreconciled, pending| ConsumerProgress {
+            state: if unreconciled > 0 {
+                ConsumerGroupState::Reconciling
+            } else {
+                ConsumerGroupState::Stable
+            },
+            group_epoch: 5,
+            target_epoch: 5,
+            members: 3,
+            min_member_epoch: if unreconciled > 0 { 4 } else { 5 },
+            unreconciled,
+            pending_revocation: pending,
+            unreleased: pending,
+        };
+        m.apply(
+            &Event::ConsumerProgress {
+                group: "g".into(),
+                progress: progress(1, 2),
+            },
+            "local",
+        );
+        let out = text(&registry);
+        assert!(
+            !out.contains(r#"protocol="classic"} 3"#),
+            "classic gauges gone"
+        );
+        for want in [
+            r#"kelp_group_generation{group="g",mode="local",protocol="consumer"} 5"#,
+            r#"kelp_group_members{group="g",mode="local",protocol="consumer"} 3"#,
+            r#"kelp_group_state{group="g",mode="local",protocol="consumer",state="Reconciling"} 1"#,
+            r#"kelp_group_target_assignment_epoch{group="g"} 5"#,
+            r#"kelp_group_member_epoch_min{group="g"} 4"#,
+            r#"kelp_group_members_unreconciled{group="g"} 1"#,
+            r#"kelp_group_partitions_pending_revocation{group="g"} 2"#,
+            r#"kelp_group_partitions_unreleased{group="g"} 2"#,
+            r#"kelp_group_rebalances_total{group="g",mode="local",protocol="consumer",reason="target_assignment"} 1"#,
+        ] {
+            assert!(out.contains(want), "missing {want}\n{out}");
+        }
+        assert!(!out.contains("kelp_group_rebalance_duration_seconds_count{group=\"g\""));
+        // Reconciled: the rebalance's duration is observed once.
+        m.apply(
+            &Event::ConsumerProgress {
+                group: "g".into(),
+                progress: progress(0, 0),
+            },
+            "local",
+        );
+        let out = text(&registry);
+        assert!(out.contains(
+            r#"kelp_group_rebalance_duration_seconds_count{group="g",mode="local",protocol="consumer"} 1"#
+        ));
+        assert!(out.contains(r#"kelp_group_members_unreconciled{group="g"} 0"#));
+        m.apply(&Event::GroupReleased { group: "g".into() }, "local");
+        assert!(!text(&registry).contains(r#"group="g""#));
+    }
 }

@@ -359,6 +359,30 @@ mod tests {
     }
 
     #[test]
+    fn consumer_records_and_classic_records_are_told_apart() {
+        use crate::group::consumer::ConsumerGroupRecord;
+        let consumer = ConsumerGroupRecord {
+            group_id: "g".into(),
+            group_epoch: 7,
+            assignment_epoch: 7,
+            subscription_metadata: Default::default(),
+            members: Vec::new(),
+        };
+        let bytes = encode_consumer_record(&consumer);
+        assert_eq!(bytes.first(), Some(&CONSUMER_RECORD_TAG));
+        match decode_record(&bytes).unwrap() {
+            DecodedRecord::Consumer(r) => assert_eq!(*r, consumer),
+            other => panic!("{other:?}"),
+        }
+        let classic = sample_group().encode();
+        assert!(matches!(
+            decode_record(&classic).unwrap(),
+            DecodedRecord::Classic(g) if g == sample_group()
+        ));
+        assert!(decode_record(b"{not json").is_err());
+    }
+
+    #[test]
     fn group_record_round_trips() {
         for g in [
             sample_group(),

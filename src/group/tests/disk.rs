@@ -63,7 +63,7 @@ impl Disk {
             .map(|g| LoadedGroup {
                 group: g.clone(),
                 record: self.records.get(g).cloned(),
-                consumer: self.consumer_records.get(g).cloned(),
+                consumer: self.consumer_records.get(g).cloned().map(Box::new),
                 offsets: self
                     .offsets
                     .get(g)
