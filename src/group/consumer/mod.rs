@@ -79,7 +79,7 @@ impl Default for ConsumerConfig {
 }
 
 impl ConsumerConfig {
-    fn default_assignor(&self) -> Assignor {
+    pub fn default_assignor(&self) -> Assignor {
         self.assignors.first().copied().unwrap_or(Assignor::Uniform)
     }
 }

@@ -369,3 +369,19 @@ fn a_subscription_to_an_unknown_topic_asks_for_fresh_metadata() {
         .sum();
     assert_eq!(parts, 2, "{r:?}");
 }
+
+#[test]
+fn a_consumer_group_is_in_the_views_with_its_members_assignments() {
+    let mut h = harness(4);
+    let (epoch, _) = h.join_consumer("m1");
+    assert_eq!(h.consumer_commit(9, "m1", epoch), 0);
+    let views = h.c.views();
+    let v = views.iter().find(|v| v.group == G).expect("listed");
+    assert_eq!(v.protocol_type, "consumer");
+    assert_eq!(v.state, crate::group::GroupState::Stable);
+    assert_eq!(v.generation, epoch);
+    assert_eq!(v.members.len(), 1);
+    let owned = crate::lag::json::assignment(&v.members[0].assignment).expect("decodes");
+    assert_eq!(owned.get(TOPIC), Some(&vec![0, 1, 2, 3]));
+    assert_eq!(v.offsets.len(), 1);
+}
