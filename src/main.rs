@@ -162,6 +162,22 @@ async fn run(mut config: Config) {
         _ => None,
     };
     let peers = start_peers(&config, &metrics).await;
+    // Topic ids for the gateway's topics (src/topics/): Metadata v8+ and the consumer groups.
+    // Hand the KIP-848 coordinator (GroupService::spawn*, below) `topic_ids.subscribe()` (a watch
+    // of `Arc<group::consumer::Topics>`) and `topic_ids.refresh_soon()` for a topic it lacks.
+    let topic_ids = match kelp::topics::TopicIds::new(
+        backend.clone(),
+        config.filer.as_deref(),
+        Duration::from_millis(config.topic_metadata_interval_ms),
+        &metrics.registry,
+    ) {
+        Ok(ids) => ids,
+        Err(e) => {
+            eprintln!("kelp: {e}");
+            std::process::exit(2);
+        }
+    };
+    tokio::spawn(topic_ids.clone().run());
     let groups = match &store {
         Some(store) => {
             let (peers, leases, wait) = start_leases(&config, peers.as_ref(), &metrics);
@@ -195,6 +211,7 @@ async fn run(mut config: Config) {
         config,
         shutdown: kelp::shutdown::Shutdown::new(),
         client_tls,
+        topic_ids,
     });
     let on_change: OnChange = {
         let shared = shared.clone();

@@ -74,6 +74,7 @@ pub struct CoordinatorSettings {
     pub group_max_size: Option<u64>,
     pub offset_metadata_max_bytes: Option<usize>,
     pub offsets_retention_minutes: Option<u64>,
+    pub topic_metadata_interval_ms: Option<u64>,
 }
 
 impl CoordinatorSettings {
@@ -107,6 +108,14 @@ impl CoordinatorSettings {
         if self.offsets_retention_minutes == Some(0) {
             return Err("coordinator.offsets_retention_minutes = 0: must be at least 1".into());
         }
+        if let Some(v) = self
+            .topic_metadata_interval_ms
+            .filter(|v| !(100..=3_600_000).contains(v))
+        {
+            return Err(format!(
+                "coordinator.topic_metadata_interval_ms = {v}: must be between 100 and 3600000"
+            ));
+        }
         Ok(())
     }
 
@@ -130,6 +139,7 @@ impl CoordinatorSettings {
         set!(group_max_size);
         set!(offset_metadata_max_bytes);
         set!(offsets_retention_minutes);
+        set!(topic_metadata_interval_ms);
         applied
     }
 }
@@ -318,6 +328,8 @@ mode = "passthrough"
         assert!(!e.contains('\n'), "one line: {e}");
         let e = parse("[coordinator]\ngroup_max_size = 0\n").unwrap_err();
         assert!(e.contains("coordinator.group_max_size"), "{e}");
+        let e = parse("[coordinator]\ntopic_metadata_interval_ms = 5\n").unwrap_err();
+        assert!(e.contains("coordinator.topic_metadata_interval_ms"), "{e}");
         let e = parse("[coordinator]\nsession_timeout = 1\n").unwrap_err();
         assert!(e.contains("session_timeout"), "{e}");
         let e = parse("x = 1\n").unwrap_err();
@@ -328,7 +340,7 @@ mode = "passthrough"
     fn coordinator_settings_apply_unless_a_flag_was_given() {
         let f = parse(
             "[coordinator]\ngroup_initial_rebalance_delay_ms = 0\ngroup_max_size = 10\n\
-             offsets_retention_minutes = 60\n",
+             offsets_retention_minutes = 60\ntopic_metadata_interval_ms = 2000\n",
         )
         .unwrap();
         let mut config = Config::try_parse_from(["kelp"]).unwrap();
@@ -338,7 +350,8 @@ mode = "passthrough"
         assert_eq!(config.group_initial_rebalance_delay_ms, 0);
         assert_eq!(config.offsets_retention_minutes, 60);
         assert_eq!(config.group_max_size, i32::MAX as u64, "the flag wins");
-        assert_eq!(applied.len(), 2, "{applied:?}");
+        assert_eq!(config.topic_metadata_interval_ms, 2000);
+        assert_eq!(applied.len(), 3, "{applied:?}");
     }
 
     #[test]
