@@ -372,6 +372,7 @@ impl Conn {
             self.origin,
             &peek,
             &frame,
+            &self.shared.topic_ids,
         );
         let (frame, body) = match verdict.map_err(Close::Frame)? {
             access::Verdict::Pass => {
