@@ -156,6 +156,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub lease_buckets: u32,
 
+    /// Milliseconds between reads of every topic (Metadata from the gateway) for the topic-id
+    /// table the consumer groups assign from; a heartbeat naming an unknown topic asks sooner.
+    #[arg(long, env = "KELP_TOPIC_METADATA_INTERVAL_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub topic_metadata_interval_ms: u64,
+
     /// Most groups with their own metric series; the rest are summed under group="__other__".
     #[arg(long, env = "KELP_MAX_TRACKED_GROUPS", default_value_t = 1000)]
     pub max_tracked_groups: usize,

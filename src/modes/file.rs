@@ -78,6 +78,7 @@ pub struct CoordinatorSettings {
     pub group_consumer_heartbeat_interval_ms: Option<i32>,
     pub group_consumer_max_size: Option<u64>,
     pub group_consumer_assignors: Option<Vec<String>>,
+    pub topic_metadata_interval_ms: Option<u64>,
 }
 
 impl CoordinatorSettings {
@@ -136,6 +137,14 @@ impl CoordinatorSettings {
         if self.offsets_retention_minutes == Some(0) {
             return Err("coordinator.offsets_retention_minutes = 0: must be at least 1".into());
         }
+        if let Some(v) = self
+            .topic_metadata_interval_ms
+            .filter(|v| !(100..=3_600_000).contains(v))
+        {
+            return Err(format!(
+                "coordinator.topic_metadata_interval_ms = {v}: must be between 100 and 3600000"
+            ));
+        }
         Ok(())
     }
 
@@ -168,6 +177,7 @@ impl CoordinatorSettings {
                 applied.push(format!("group_consumer_assignors = {v:?}"));
             }
         }
+        set!(topic_metadata_interval_ms);
         applied
     }
 }
@@ -356,6 +366,8 @@ mode = "passthrough"
         assert!(!e.contains('\n'), "one line: {e}");
         let e = parse("[coordinator]\ngroup_max_size = 0\n").unwrap_err();
         assert!(e.contains("coordinator.group_max_size"), "{e}");
+        let e = parse("[coordinator]\ntopic_metadata_interval_ms = 5\n").unwrap_err();
+        assert!(e.contains("coordinator.topic_metadata_interval_ms"), "{e}");
         let e = parse("[coordinator]\nsession_timeout = 1\n").unwrap_err();
         assert!(e.contains("session_timeout"), "{e}");
         let e = parse("x = 1\n").unwrap_err();
@@ -366,7 +378,7 @@ mode = "passthrough"
     fn coordinator_settings_apply_unless_a_flag_was_given() {
         let f = parse(
             "[coordinator]\ngroup_initial_rebalance_delay_ms = 0\ngroup_max_size = 10\n\
-             offsets_retention_minutes = 60\n",
+             offsets_retention_minutes = 60\ntopic_metadata_interval_ms = 2000\n",
         )
         .unwrap();
         let mut config = Config::try_parse_from(["kelp"]).unwrap();
@@ -376,17 +388,15 @@ mode = "passthrough"
         assert_eq!(config.group_initial_rebalance_delay_ms, 0);
         assert_eq!(config.offsets_retention_minutes, 60);
         assert_eq!(config.group_max_size, i32::MAX as u64, "the flag wins");
-        assert_eq!(applied.len(), 2, "{applied:?}");
+        assert_eq!(config.topic_metadata_interval_ms, 2000);
+        assert_eq!(applied.len(), 3, "{applied:?}");
     }
 
     #[test]
     fn consumer_group_settings_come_from_the_coordinator_table() {
         let f = parse(
-            "[coordinator]
-group_consumer_session_timeout_ms = 6000
-             group_consumer_heartbeat_interval_ms = 500
-group_consumer_assignors = [\"range\"]
-",
+            "[coordinator]\ngroup_consumer_session_timeout_ms = 6000\n\
+             group_consumer_heartbeat_interval_ms = 500\ngroup_consumer_assignors = [\"range\"]\n",
         )
         .unwrap();
         let mut config = Config::try_parse_from(["kelp"]).unwrap();

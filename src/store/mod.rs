@@ -18,7 +18,7 @@ mod codec;
 pub mod escape;
 mod fence;
 mod filer;
-mod filer_http;
+pub(crate) mod filer_http;
 mod gateway;
 mod memory;
 mod order;
