@@ -102,6 +102,34 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub offsets_retention_minutes: u64,
 
+    /// Consumer groups (KIP-848): a member that sends no heartbeat for this long is removed
+    /// (group.consumer.session.timeout.ms).
+    #[arg(long, env = "KELP_GROUP_CONSUMER_SESSION_TIMEOUT_MS", default_value_t = 45_000,
+          value_parser = clap::value_parser!(i32).range(1..))]
+    pub group_consumer_session_timeout_ms: i32,
+
+    /// Consumer groups (KIP-848): the heartbeat interval the coordinator gives its members
+    /// (group.consumer.heartbeat.interval.ms); below the session timeout.
+    #[arg(long, env = "KELP_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(i32).range(1..))]
+    pub group_consumer_heartbeat_interval_ms: i32,
+
+    /// Consumer groups (KIP-848): most members a group may have (group.consumer.max.size).
+    #[arg(long, env = "KELP_GROUP_CONSUMER_MAX_SIZE", default_value_t = i32::MAX as u64,
+          value_parser = clap::value_parser!(u64).range(1..=i32::MAX as u64))]
+    pub group_consumer_max_size: u64,
+
+    /// Consumer groups (KIP-848): the server-side assignors offered, the first the default
+    /// (group.consumer.assignors; `uniform`, `range`). A member picks one with
+    /// group.remote.assignor.
+    #[arg(
+        long,
+        env = "KELP_GROUP_CONSUMER_ASSIGNORS",
+        value_delimiter = ',',
+        default_value = "uniform,range"
+    )]
+    pub group_consumer_assignors: Vec<String>,
+
     /// SeaweedFS filer URL (http://host:port) where committed offsets and group records are kept.
     /// Without it they are kept in memory only and lost when kelp stops.
     #[arg(long, env = "KELP_FILER")]
@@ -127,6 +155,12 @@ pub struct Config {
     #[arg(long, env = "KELP_LEASE_BUCKETS", default_value_t = crate::lease::DEFAULT_BUCKETS,
           value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub lease_buckets: u32,
+
+    /// Milliseconds between reads of every topic (Metadata from the gateway) for the topic-id
+    /// table the consumer groups assign from; a heartbeat naming an unknown topic asks sooner.
+    #[arg(long, env = "KELP_TOPIC_METADATA_INTERVAL_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub topic_metadata_interval_ms: u64,
 
     /// Most groups with their own metric series; the rest are summed under group="__other__".
     #[arg(long, env = "KELP_MAX_TRACKED_GROUPS", default_value_t = 1000)]
@@ -171,6 +205,24 @@ impl Config {
             return Err(format!(
                 "--group-min-session-timeout-ms ({}) is above --group-max-session-timeout-ms ({})",
                 self.group_min_session_timeout_ms, self.group_max_session_timeout_ms
+            ));
+        }
+        if self.group_consumer_heartbeat_interval_ms >= self.group_consumer_session_timeout_ms {
+            return Err(format!(
+                "--group-consumer-heartbeat-interval-ms ({}) must be below --group-consumer-session-timeout-ms ({})",
+                self.group_consumer_heartbeat_interval_ms, self.group_consumer_session_timeout_ms
+            ));
+        }
+        if self.group_consumer_assignors.is_empty() {
+            return Err("--group-consumer-assignors names no assignor".into());
+        }
+        if let Some(bad) = self
+            .group_consumer_assignors
+            .iter()
+            .find(|a| crate::group::consumer::Assignor::by_name(a).is_none())
+        {
+            return Err(format!(
+                "--group-consumer-assignors: unknown assignor {bad:?} (known: uniform, range)"
             ));
         }
         if self.backend.parse::<SocketAddr>().is_err() && !self.backend.contains(':') {
@@ -274,6 +326,16 @@ impl Config {
             max_group_size: self.group_max_size as usize,
             offset_metadata_max_bytes: self.offset_metadata_max_bytes,
             offsets_retention_ms: self.offsets_retention_minutes.saturating_mul(60_000),
+            consumer: crate::group::consumer::ConsumerConfig {
+                session_timeout_ms: self.group_consumer_session_timeout_ms,
+                heartbeat_interval_ms: self.group_consumer_heartbeat_interval_ms,
+                max_size: self.group_consumer_max_size as usize,
+                assignors: self
+                    .group_consumer_assignors
+                    .iter()
+                    .filter_map(|a| crate::group::consumer::Assignor::by_name(a))
+                    .collect(),
+            },
             ..crate::group::Config::default()
         }
     }

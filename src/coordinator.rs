@@ -27,6 +27,15 @@ use shard::Shard;
 
 type Envelope = (Call, oneshot::Sender<Response>);
 
+/// Where consumer groups (KIP-848) get their topic metadata: the latest table (ids, names,
+/// partition counts) and a way to ask for a refresh soon (a member subscribed to a topic the
+/// table lacks).
+#[derive(Clone)]
+pub struct TopicFeed {
+    pub updates: tokio::sync::watch::Receiver<Arc<group::consumer::Topics>>,
+    pub refresh: Arc<dyn Fn() + Send + Sync>,
+}
+
 /// What a fenced (sharded) actor needs besides the store.
 struct Fencing {
     peers: Arc<crate::peers::Peers>,
@@ -49,6 +58,8 @@ pub struct GroupService {
     next_token: Arc<AtomicU64>,
     /// Requests for a `Snapshot`, answered by the actor between calls.
     views: mpsc::UnboundedSender<oneshot::Sender<Snapshot>>,
+    /// The topic metadata feed, handed to the actor once (`feed_topics`).
+    feeds: mpsc::UnboundedSender<TopicFeed>,
 }
 
 impl GroupService {
@@ -67,13 +78,21 @@ impl GroupService {
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let (views, views_rx) = mpsc::unbounded_channel();
+        let (feeds, feeds_rx) = mpsc::unbounded_channel();
         config.durable = store.is_some();
         let coordinator = Coordinator::new(config);
-        tokio::spawn(run(coordinator, (rx, views_rx), metrics, store, None));
+        tokio::spawn(run(
+            coordinator,
+            (rx, views_rx, feeds_rx),
+            metrics,
+            store,
+            None,
+        ));
         GroupService {
             tx,
             next_token: Arc::new(AtomicU64::new(1)),
             views,
+            feeds,
         }
     }
 
@@ -92,6 +111,7 @@ impl GroupService {
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let (views, views_rx) = mpsc::unbounded_channel();
+        let (feeds, feeds_rx) = mpsc::unbounded_channel();
         config.durable = true;
         let mut coordinator = Coordinator::new(config);
         coordinator.shard();
@@ -102,7 +122,7 @@ impl GroupService {
         });
         tokio::spawn(run(
             coordinator,
-            (rx, views_rx),
+            (rx, views_rx, feeds_rx),
             metrics,
             Some(store),
             fencing,
@@ -111,7 +131,13 @@ impl GroupService {
             tx,
             next_token: Arc::new(AtomicU64::new(1)),
             views,
+            feeds,
         }
+    }
+
+    /// Gives consumer groups their topic metadata: applied now and at every update.
+    pub fn feed_topics(&self, feed: TopicFeed) {
+        let _ = self.feeds.send(feed);
     }
 
     /// Every group the coordinator serves now (`None` if the actor is gone). Read-only: it never
@@ -221,6 +247,8 @@ pub fn decode(peek: &Peek, frame: Bytes) -> Result<(String, Request), FrameError
         ApiKey::DescribeGroups => body!(DescribeGroups),
         ApiKey::ListGroups => body!(ListGroups),
         ApiKey::DeleteGroups => body!(DeleteGroups),
+        ApiKey::ConsumerGroupHeartbeat => body!(ConsumerGroupHeartbeat),
+        ApiKey::ConsumerGroupDescribe => body!(ConsumerGroupDescribe),
         other => return Err(FrameError::UnsupportedApi(other)),
     };
     let client_id = header.client_id.map(|c| c.to_string()).unwrap_or_default();
@@ -244,6 +272,8 @@ pub fn encode_request(peek: &Peek, client_id: &str, request: &Request) -> anyhow
         Request::DescribeGroups(r) => frame(api, version, corr, client, r),
         Request::ListGroups(r) => frame(api, version, corr, client, r),
         Request::DeleteGroups(r) => frame(api, version, corr, client, r),
+        Request::ConsumerGroupHeartbeat(r) => frame(api, version, corr, client, r),
+        Request::ConsumerGroupDescribe(r) => frame(api, version, corr, client, r),
     }
 }
 
@@ -261,6 +291,8 @@ pub fn encode(peek: &Peek, response: &Response) -> anyhow::Result<Bytes> {
         Response::DescribeGroups(r) => encode_response(api, version, corr, r),
         Response::ListGroups(r) => encode_response(api, version, corr, r),
         Response::DeleteGroups(r) => encode_response(api, version, corr, r),
+        Response::ConsumerGroupHeartbeat(r) => encode_response(api, version, corr, r),
+        Response::ConsumerGroupDescribe(r) => encode_response(api, version, corr, r),
     }
 }
 
@@ -268,9 +300,10 @@ pub fn encode(peek: &Peek, response: &Response) -> anyhow::Result<Bytes> {
 /// operations out.
 async fn run(
     mut coordinator: Coordinator,
-    (mut rx, mut views_rx): (
+    (mut rx, mut views_rx, mut feeds_rx): (
         mpsc::UnboundedReceiver<Envelope>,
         mpsc::UnboundedReceiver<oneshot::Sender<Snapshot>>,
+        mpsc::UnboundedReceiver<TopicFeed>,
     ),
     metrics: Arc<Metrics>,
     store: Option<Arc<dyn Store>>,
@@ -292,6 +325,7 @@ async fn run(
         .as_deref()
         .filter(|_| shard.is_none())
         .map(|s| durable::load_after(s, std::time::Duration::ZERO));
+    let mut feed: Option<TopicFeed> = None;
     let mut load_attempt = 1u32;
     let load_started = Instant::now();
     if load.is_some() {
@@ -332,6 +366,14 @@ async fn run(
                 if let Some(sh) = shard.as_mut() {
                     sh.reconcile(&mut coordinator, &clock, Instant::now(), &mut out);
                 }
+            }
+            Some(f) = feeds_rx.recv() => {
+                let topics = f.updates.borrow().as_ref().clone();
+                coordinator.set_topics(clock.now(), topics, &mut out);
+                feed = Some(f);
+            }
+            Some(topics) = topics_changed(&mut feed), if feed.is_some() => {
+                coordinator.set_topics(clock.now(), topics, &mut out);
             }
             Some(asked) = views_rx.recv() => {
                 let _ = asked.send(Snapshot { now: clock.now(), groups: coordinator.views() });
@@ -393,6 +435,13 @@ async fn run(
                         );
                         sh.replied(token, refused, Instant::now());
                     }
+                    if let Response::ConsumerGroupHeartbeat(r) = &response {
+                        let error = crate::metrics::error_name(r.error_code);
+                        metrics
+                            .consumer_heartbeats
+                            .with_label_values(&[&error])
+                            .inc();
+                    }
                     if error != 0 {
                         metrics
                             .request_errors
@@ -425,6 +474,11 @@ async fn run(
                     Some(i) => i.import(id, group),
                     None => tracing::error!(group = %group, "an import without a store"),
                 },
+                Output::RefreshTopics => {
+                    if let Some(f) = &feed {
+                        (f.refresh)();
+                    }
+                }
             }
         }
     }
@@ -460,6 +514,18 @@ fn accept(
 async fn next_shard_work(shard: &mut Option<Shard<'_>>) -> shard::Finished {
     match shard {
         Some(sh) => sh.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next topic table (`None` once the feed is gone).
+async fn topics_changed(feed: &mut Option<TopicFeed>) -> Option<group::consumer::Topics> {
+    match feed {
+        Some(f) => {
+            f.updates.changed().await.ok()?;
+            let topics = f.updates.borrow_and_update().as_ref().clone();
+            Some(topics)
+        }
         None => std::future::pending().await,
     }
 }
@@ -599,6 +665,11 @@ fn response_error(response: &Response) -> (&'static str, i16) {
         Response::DeleteGroups(r) => (
             "DeleteGroups",
             first(r.results.iter().map(|g| g.error_code)),
+        ),
+        Response::ConsumerGroupHeartbeat(r) => ("ConsumerGroupHeartbeat", r.error_code),
+        Response::ConsumerGroupDescribe(r) => (
+            "ConsumerGroupDescribe",
+            first(r.groups.iter().map(|g| g.error_code)),
         ),
     }
 }

@@ -19,3 +19,4 @@ pub mod server;
 pub mod shutdown;
 pub mod store;
 pub mod tls;
+pub mod topics;

@@ -162,6 +162,20 @@ async fn run(mut config: Config) {
         _ => None,
     };
     let peers = start_peers(&config, &metrics).await;
+    // Topic ids for the gateway's topics (src/topics/): Metadata v8+ and the consumer groups.
+    let topic_ids = match kelp::topics::TopicIds::new(
+        backend.clone(),
+        config.filer.as_deref(),
+        Duration::from_millis(config.topic_metadata_interval_ms),
+        &metrics.registry,
+    ) {
+        Ok(ids) => ids,
+        Err(e) => {
+            eprintln!("kelp: {e}");
+            std::process::exit(2);
+        }
+    };
+    tokio::spawn(topic_ids.clone().run());
     let groups = match &store {
         Some(store) => {
             let (peers, leases, wait) = start_leases(&config, peers.as_ref(), &metrics);
@@ -176,6 +190,15 @@ async fn run(mut config: Config) {
         }
         None => GroupService::spawn_with_store(config.group_config(), metrics.clone(), None),
     };
+    // Consumer groups (KIP-848) assign from the topic table, and ask for it early when a member
+    // subscribes to a topic it lacks.
+    groups.feed_topics(kelp::coordinator::TopicFeed {
+        updates: topic_ids.subscribe(),
+        refresh: {
+            let ids = topic_ids.clone();
+            Arc::new(move || ids.refresh_soon())
+        },
+    });
     let routing = Arc::new(kelp::passthrough::Routing {
         groups,
         backend,
@@ -195,6 +218,7 @@ async fn run(mut config: Config) {
         config,
         shutdown: kelp::shutdown::Shutdown::new(),
         client_tls,
+        topic_ids,
     });
     let on_change: OnChange = {
         let shared = shared.clone();

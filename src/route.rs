@@ -141,6 +141,10 @@ mod tests {
         assert_eq!(route(&peek(ApiKey::JoinGroup, 9)), Ok(Route::Group));
         assert_eq!(route(&peek(ApiKey::ListGroups, 4)), Ok(Route::Group));
         assert_eq!(
+            route(&peek(ApiKey::ConsumerGroupHeartbeat, 1)),
+            Ok(Route::Group)
+        );
+        assert_eq!(
             route(&peek(ApiKey::FindCoordinator, 4)),
             Ok(Route::FindCoordinator)
         );
@@ -149,8 +153,12 @@ mod tests {
     #[test]
     fn unserved_apis_and_versions_are_refused() {
         assert!(matches!(
-            route(&peek(ApiKey::ConsumerGroupHeartbeat, 0)),
+            route(&peek(ApiKey::ShareGroupHeartbeat, 0)),
             Err(FrameError::UnsupportedApi(_))
+        ));
+        assert!(matches!(
+            route(&peek(ApiKey::ConsumerGroupHeartbeat, 2)),
+            Err(FrameError::UnsupportedVersion { .. })
         ));
         assert!(matches!(
             route(&peek(ApiKey::JoinGroup, 10)),

@@ -210,7 +210,9 @@ fn a_live_group_moves_to_kelp_and_back_by_hot_reload() {
         members.assignments(),
         watch.high()
     );
-    let generation = format!("kelp_group_generation{{group=\"{group}\",mode=\"passthrough\"}} ");
+    let generation = format!(
+        "kelp_group_generation{{group=\"{group}\",mode=\"passthrough\",protocol=\"classic\"}} "
+    );
     assert!(
         metric(&kelp, &generation) >= 1.0,
         "no passthrough generation observed"

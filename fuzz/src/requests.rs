@@ -169,5 +169,7 @@ pub fn check_encodes(p: &Peek, response: &Response) {
         Response::DescribeGroups(r) => roundtrip!(r, DescribeGroupsResponse),
         Response::ListGroups(r) => roundtrip!(r, ListGroupsResponse),
         Response::DeleteGroups(r) => roundtrip!(r, DeleteGroupsResponse),
+        Response::ConsumerGroupHeartbeat(r) => roundtrip!(r, ConsumerGroupHeartbeatResponse),
+        Response::ConsumerGroupDescribe(r) => roundtrip!(r, ConsumerGroupDescribeResponse),
     }
 }

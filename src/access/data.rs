@@ -182,15 +182,21 @@ fn list_offsets(ctx: &Ctx, frame: &Bytes) -> Result<Verdict, FrameError> {
 
 /// Metadata lists only the topics the principal may Describe; a topic asked for by name and
 /// refused is listed with TOPIC_AUTHORIZATION_FAILED (and is not asked of the gateway, which
-/// could create it).
+/// could create it). A topic asked for by id (v10+) is checked by the name the id has
+/// (`topics::TopicIds`); an id no topic has goes on (kelp answers it UNKNOWN_TOPIC_ID).
 fn metadata(ctx: &Ctx, frame: &Bytes) -> Result<Verdict, FrameError> {
     let (header, mut request) = decode::<MetadataRequest>(ctx, frame)?;
     let mut refused = Vec::new();
     let mut reduced = None;
     if let Some(topics) = &mut request.topics {
-        refused = refuse(topics, |t| match &t.name {
-            Some(name) => ctx.allowed(TOPIC, name, Operation::Describe),
-            None => false, // By topic id: kelp cannot tell which topic; never listed.
+        refused = refuse(topics, |t| {
+            let by_id = !t.topic_id.is_nil() && t.name.as_ref().is_none_or(|n| n.0.is_empty());
+            match (&t.name, by_id) {
+                (_, true) => (ctx.topic_name)(t.topic_id)
+                    .is_none_or(|name| ctx.allowed(TOPIC, &name, Operation::Describe)),
+                (Some(name), false) => ctx.allowed(TOPIC, name, Operation::Describe),
+                (None, false) => false,
+            }
         });
         // v0 reads an empty list as "every topic": keep the request as it was there.
         if !refused.is_empty() && ctx.peek.api_version > 0 {
@@ -200,10 +206,10 @@ fn metadata(ctx: &Ctx, frame: &Bytes) -> Result<Verdict, FrameError> {
     // Which topics may be listed is decided now, under the rules this request was checked by.
     let rules: Vec<super::Rule> = ctx.rules.to_vec();
     let patch = ctx.patch(move |r: &mut MetadataResponse| {
-        r.topics.retain(|t| {
-            t.name
-                .as_ref()
-                .is_some_and(|n| super::rules::decide(rules.iter(), TOPIC, n, Operation::Describe))
+        r.topics.retain(|t| match &t.name {
+            Some(n) => super::rules::decide(rules.iter(), TOPIC, n, Operation::Describe),
+            // An id no topic has: it names nothing the principal may not see.
+            None => t.error_code == crate::topics::metadata::UNKNOWN_TOPIC_ID,
         });
         r.topics.extend(refused.into_iter().map(|t| {
             MetadataResponseTopic::default()

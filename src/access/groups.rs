@@ -90,7 +90,8 @@ pub fn check(ctx: &Ctx, frame: &Bytes) -> Result<Verdict, FrameError> {
         Request::JoinGroup(_)
         | Request::SyncGroup(_)
         | Request::Heartbeat(_)
-        | Request::LeaveGroup(_) => match whole(Operation::Read) {
+        | Request::LeaveGroup(_)
+        | Request::ConsumerGroupHeartbeat(_) => match whole(Operation::Read) {
             Some(false) => refuse_all(ctx, &request),
             _ => Ok(Verdict::Pass),
         },
@@ -158,6 +159,7 @@ pub fn check(ctx: &Ctx, frame: &Bytes) -> Result<Verdict, FrameError> {
         Request::OffsetFetch(_) => offset_fetch(ctx, &client_id, request),
         Request::DescribeGroups(_) => batch(ctx, &client_id, request, Operation::Describe),
         Request::DeleteGroups(_) => batch(ctx, &client_id, request, Operation::Delete),
+        Request::ConsumerGroupDescribe(_) => batch(ctx, &client_id, request, Operation::Describe),
         Request::ListGroups(_) => {
             if ctx.allowed_silently(ResourceType::Cluster, "kafka-cluster", Operation::Describe) {
                 return Ok(Verdict::Pass);
@@ -195,6 +197,7 @@ fn refused_part(ctx: &Ctx, request: &Request, op: Operation) -> (Request, Reques
             Request::DescribeGroups(r) => r.groups.retain(|_| keep()),
             Request::DeleteGroups(r) => r.groups_names.retain(|_| keep()),
             Request::OffsetFetch(r) => r.groups.retain(|_| keep()),
+            Request::ConsumerGroupDescribe(r) => r.group_ids.retain(|_| keep()),
             _ => {}
         }
         part

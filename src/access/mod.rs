@@ -118,6 +118,7 @@ impl Guard {
         origin: Origin,
         peek: &Peek,
         frame: &Bytes,
+        topics: &crate::topics::TopicIds,
     ) -> Result<Verdict, FrameError> {
         if origin == Origin::Peer {
             return Ok(Verdict::Pass); // Checked by the kelp the client connected to.
@@ -142,6 +143,7 @@ impl Guard {
             peek: *peek,
             denied: &metrics.authorization_denied,
             memo: &self.memo,
+            topic_name: &|id| topics.name_of(id),
         };
         match peek.api_key {
             ApiKey::FindCoordinator | ApiKey::ApiVersions => groups::check_answered(&ctx, frame),
@@ -162,6 +164,8 @@ pub struct Ctx<'a> {
     peek: Peek,
     denied: &'a IntCounterVec,
     memo: &'a Memo,
+    /// The topic a topic id names (`topics::TopicIds`), for requests naming topics by id.
+    topic_name: &'a dyn Fn(uuid::Uuid) -> Option<String>,
 }
 
 impl Ctx<'_> {

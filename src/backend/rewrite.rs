@@ -25,13 +25,6 @@ pub fn rewrite(api: ApiKey, version: i16, frame: Bytes, me: &Identity) -> anyhow
         ApiKey::Metadata => {
             let mut response = MetadataResponse::decode(&mut body, version)?;
             rewrite_metadata(&mut response, me);
-            keep_encodable_tags(&mut response.unknown_tagged_fields);
-            for topic in &mut response.topics {
-                keep_encodable_tags(&mut topic.unknown_tagged_fields);
-                for partition in &mut topic.partitions {
-                    keep_encodable_tags(&mut partition.unknown_tagged_fields);
-                }
-            }
             encode_response(api, version, correlation_id, &response)
         }
         ApiKey::DescribeCluster => {
@@ -55,8 +48,10 @@ fn keep_encodable_tags(tags: &mut std::collections::BTreeMap<i32, Bytes>) {
     tags.retain(|tag, _| *tag >= 0);
 }
 
-/// One broker (kelp), the controller and every partition's leader and replicas on it.
-fn rewrite_metadata(response: &mut MetadataResponse, me: &Identity) {
+/// One broker (kelp), the controller and every partition's leader and replicas on it (also used
+/// for the Metadata versions kelp answers from an older one, `topics::metadata`).
+pub(crate) fn rewrite_metadata(response: &mut MetadataResponse, me: &Identity) {
+    keep_encodable_tags(&mut response.unknown_tagged_fields);
     let node = BrokerId(me.node_id);
     response.brokers = vec![MetadataResponseBroker::default()
         .with_node_id(node)
@@ -64,7 +59,9 @@ fn rewrite_metadata(response: &mut MetadataResponse, me: &Identity) {
         .with_port(me.port)];
     response.controller_id = node;
     for topic in &mut response.topics {
+        keep_encodable_tags(&mut topic.unknown_tagged_fields);
         for partition in &mut topic.partitions {
+            keep_encodable_tags(&mut partition.unknown_tagged_fields);
             if partition.leader_id.0 >= 0 {
                 partition.leader_id = node;
             }

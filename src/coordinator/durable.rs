@@ -210,6 +210,10 @@ impl<'s> Inflight<'s> {
                 s.put_group(&group, record_to_store(r).encode()),
             ),
             Write::DeleteGroup => ("group deletion", s.delete_group(&group)),
+            Write::ConsumerRecord(r) => (
+                "consumer group record",
+                s.put_group(&group, store::encode_consumer_record(&r)),
+            ),
         };
         self.running.push(Box::pin(async move {
             let result = fut.await;
@@ -299,7 +303,10 @@ pub(super) async fn load_all(store: &dyn Store) -> Result<Loaded, StoreError> {
     let offsets = groups.iter().map(|g| g.offsets.len()).sum();
     let with_members = groups
         .iter()
-        .filter(|g| g.record.as_ref().is_some_and(|r| !r.members.is_empty()))
+        .filter(|g| {
+            g.record.as_ref().is_some_and(|r| !r.members.is_empty())
+                || g.consumer.as_ref().is_some_and(|r| !r.members.is_empty())
+        })
         .count();
     Ok(Loaded {
         groups: groups.into_iter().filter(known).collect(),
@@ -310,13 +317,13 @@ pub(super) async fn load_all(store: &dyn Store) -> Result<Loaded, StoreError> {
 
 /// Whether the store held anything of a loaded group.
 pub(super) fn known(g: &LoadedGroup) -> bool {
-    g.record.is_some() || !g.offsets.is_empty()
+    g.record.is_some() || g.consumer.is_some() || !g.offsets.is_empty()
 }
 
 /// One group's record and offsets. A record that does not decode is logged and skipped (the group
 /// loads without it), and so are offsets that do not; any other failure fails the load.
 pub(super) async fn load_one(store: &dyn Store, id: String) -> Result<LoadedGroup, StoreError> {
-    let record = store.load_group(&id).await?;
+    let record_bytes = store.load_group(&id).await?;
     let offsets = match store.load_offsets(&id).await {
         Ok(v) => v,
         Err(StoreError::Corrupt(e)) => {
@@ -325,16 +332,19 @@ pub(super) async fn load_one(store: &dyn Store, id: String) -> Result<LoadedGrou
         }
         Err(e) => return Err(e),
     };
-    let record = match record.map(|r| StoredGroup::decode(&r)).transpose() {
-        Ok(r) => r.map(record_from_store),
-        Err(e) => {
+    let (mut record, mut consumer) = (None, None);
+    match record_bytes.as_deref().map(store::decode_record) {
+        None => {}
+        Some(Ok(store::DecodedRecord::Classic(r))) => record = Some(record_from_store(r)),
+        Some(Ok(store::DecodedRecord::Consumer(r))) => consumer = Some(r),
+        Some(Err(e)) => {
             tracing::error!(group = %id, error = %e, "group record does not decode; the group loads without it");
-            None
         }
-    };
+    }
     Ok(LoadedGroup {
         group: id,
         record,
+        consumer,
         offsets: entries_from_store(offsets),
     })
 }

@@ -127,6 +127,18 @@ pub(crate) fn list(
         l.group_type = sb("classic");
         response.groups.push(l);
     }
+    for g in c.consumer_groups().groups() {
+        // v4's states filter and v5's answer spell consumer states as Kafka does.
+        if !wanted(&states, g.state.name()) || !wanted(&types, "consumer") {
+            continue;
+        }
+        let mut l = ListedGroup::default();
+        l.group_id = sb(&g.id).into();
+        l.protocol_type = sb("consumer");
+        l.group_state = sb(g.state.name());
+        l.group_type = sb("consumer");
+        response.groups.push(l);
+    }
     out.push(Output::Reply {
         token: meta.token,
         response: Response::ListGroups(response),
@@ -145,24 +157,33 @@ pub(crate) fn delete(
     let loading = c.loading;
     let mut response = DeleteGroupsResponse::default();
     let mut outstanding = 0;
-    {
-        let (groups, store, mut cx) = c.parts(now, out);
-        for (index, id) in req.groups_names.iter().enumerate() {
-            let error = match groups.get(id.as_str()).map(|g| g.state) {
-                _ if loading => code::COORDINATOR_LOAD_IN_PROGRESS,
-                None => code::GROUP_ID_NOT_FOUND,
-                Some(GroupState::Empty) => {
-                    delete_group(groups, store, &mut cx, id, Some((token, index)));
+    for (index, id) in req.groups_names.iter().enumerate() {
+        let error = match c.consumer_groups().contains(id.as_str()) {
+            _ if loading => code::COORDINATOR_LOAD_IN_PROGRESS,
+            true => match c.consumer_delete(id.as_str(), token, index, out) {
+                Ok(()) => {
                     outstanding += 1;
                     code::NONE
                 }
-                Some(_) => code::NON_EMPTY_GROUP,
-            };
-            let mut r = DeletableGroupResult::default();
-            r.group_id = id.clone();
-            r.error_code = error;
-            response.results.push(r);
-        }
+                Err(error) => error,
+            },
+            false => {
+                let (groups, store, mut cx) = c.parts(now, out);
+                match groups.get(id.as_str()).map(|g| g.state) {
+                    None => code::GROUP_ID_NOT_FOUND,
+                    Some(GroupState::Empty) => {
+                        delete_group(groups, store, &mut cx, id, Some((token, index)));
+                        outstanding += 1;
+                        code::NONE
+                    }
+                    Some(_) => code::NON_EMPTY_GROUP,
+                }
+            }
+        };
+        let mut r = DeletableGroupResult::default();
+        r.group_id = id.clone();
+        r.error_code = error;
+        response.results.push(r);
     }
     if outstanding > 0 {
         let held = HeldDelete {

@@ -23,6 +23,11 @@ impl IdGen {
         Self::with_seed(hasher.finish())
     }
 
+    /// The seed (consumer groups derive their own member ids from it).
+    pub(crate) fn seed(&self) -> u64 {
+        self.seed
+    }
+
     pub(crate) fn next(&mut self, prefix: &str) -> String {
         self.counter = self.counter.wrapping_add(1);
         // Each step is a bijection of the counter, so `hi` alone is unique per counter value.

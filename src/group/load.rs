@@ -55,10 +55,12 @@ pub(crate) fn load(
     groups: Vec<LoadedGroup>,
     out: &mut Vec<Output>,
 ) {
+    let mut consumer_records = Vec::new();
     for loaded in groups {
         let LoadedGroup {
             group: id,
             record,
+            consumer,
             offsets,
         } = loaded;
         c.offsets.take_group(&id);
@@ -67,6 +69,12 @@ pub(crate) fn load(
         }
         for (topic, partition, offset) in offsets {
             c.offsets.commit(&id, &topic, partition, offset);
+        }
+        if let Some(mut consumer) = consumer {
+            // A consumer group (KIP-848): restored by its own state machine, after the loop.
+            consumer.group_id = id;
+            consumer_records.push(*consumer);
+            continue;
         }
         let max_size = c.config.max_group_size;
         let (groups, _, mut cx) = c.parts(now, out);
@@ -100,6 +108,7 @@ pub(crate) fn load(
             prepare_rebalance(g, &mut cx, RebalanceReason::MaxSize);
         }
     }
+    c.consumer_load(now, consumer_records, out);
 }
 
 /// A group object from its record (see the module docs).

@@ -29,6 +29,7 @@
 //!   group APIs answer COORDINATOR_LOAD_IN_PROGRESS (14) and Heartbeat 0 (§1.2).
 
 pub mod consumer;
+mod consumer_calls;
 mod describe;
 // `group/group.rs` holds the `Group` struct.
 #[allow(clippy::module_inception)]
@@ -56,13 +57,16 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet};
 
 use kafka_protocol::messages::{
-    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
-    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
-    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest,
-    OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
-    OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse,
+    ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatRequest,
+    ConsumerGroupHeartbeatResponse, DeleteGroupsRequest, DeleteGroupsResponse,
+    DescribeGroupsRequest, DescribeGroupsResponse, HeartbeatRequest, HeartbeatResponse,
+    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
+    ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest,
+    OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest,
+    SyncGroupResponse,
 };
 
+pub use consumer_calls::ConsumerProgress;
 pub use persist::{GroupRecord, LoadedGroup, MemberRecord, OffsetEntry, Persist, Write, WriteId};
 pub use refuse::{named_groups, refusal};
 pub use state::{EvictionCause, GroupState, RebalanceReason};
@@ -99,6 +103,8 @@ pub struct Config {
     /// A store backs the coordinator: writes come out as `Output::Persist` and the replies that
     /// depend on them wait for `persisted` (default false: everything stays in memory).
     pub durable: bool,
+    /// Consumer groups (KIP-848): Kafka's `group.consumer.*` settings.
+    pub consumer: consumer::ConsumerConfig,
 }
 
 impl Default for Config {
@@ -113,6 +119,7 @@ impl Default for Config {
             offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
             offsets_retention_check_interval_ms: 600_000,
             durable: false,
+            consumer: consumer::ConsumerConfig::default(),
         }
     }
 }
@@ -144,6 +151,8 @@ pub enum Request {
     DescribeGroups(DescribeGroupsRequest),
     ListGroups(ListGroupsRequest),
     DeleteGroups(DeleteGroupsRequest),
+    ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest),
+    ConsumerGroupDescribe(ConsumerGroupDescribeRequest),
 }
 
 /// A response body, shaped for the call's `api_version`; the shell encodes it at that version.
@@ -159,6 +168,8 @@ pub enum Response {
     DescribeGroups(DescribeGroupsResponse),
     ListGroups(ListGroupsResponse),
     DeleteGroups(DeleteGroupsResponse),
+    ConsumerGroupHeartbeat(ConsumerGroupHeartbeatResponse),
+    ConsumerGroupDescribe(ConsumerGroupDescribeResponse),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -171,6 +182,9 @@ pub enum Output {
     Persist(Persist),
     /// Read the gateway's committed offsets of `group` (read-only); answer with `imported`.
     Import { id: WriteId, group: String },
+    /// A consumer group subscribed to a topic the coordinator has no metadata for: refresh the
+    /// topic metadata soon (`set_topics`).
+    RefreshTopics,
 }
 
 /// Metric events (METRICS.md). State and generation changes are reported at every transition.
@@ -214,6 +228,15 @@ pub enum Event {
     GroupReleased {
         group: String,
     },
+    /// A consumer group (KIP-848) got a new target assignment (its "rebalance").
+    TargetAssigned {
+        group: String,
+    },
+    /// Where a consumer group stands after a call or timer that touched it.
+    ConsumerProgress {
+        group: String,
+        progress: ConsumerProgress,
+    },
 }
 
 impl Event {
@@ -228,7 +251,9 @@ impl Event {
             | Event::MemberEvicted { group, .. }
             | Event::OffsetCommit { group, .. }
             | Event::GroupDeleted { group }
-            | Event::GroupReleased { group } => group,
+            | Event::GroupReleased { group }
+            | Event::TargetAssigned { group }
+            | Event::ConsumerProgress { group, .. } => group,
         }
     }
 }
@@ -247,6 +272,9 @@ pub struct Coordinator {
     /// With several kelps (`shard`): the groups this coordinator owns and may serve; a request
     /// naming any other group is answered NOT_COORDINATOR. `None`: every group.
     owned: Option<BTreeSet<String>>,
+    /// Consumer groups (KIP-848), one namespace with `groups`.
+    consumer: consumer::ConsumerGroups,
+    consumer_incarnations: consumer_calls::Incarnations,
 }
 
 /// The parts of a `Call` besides its request.
@@ -269,7 +297,10 @@ impl Coordinator {
     }
 
     fn with_ids(config: Config, ids: IdGen) -> Self {
+        let consumer = consumer::ConsumerGroups::with_seed(config.consumer.clone(), ids.seed());
         Coordinator {
+            consumer,
+            consumer_incarnations: Default::default(),
             persist: Persistence::new(config.durable),
             config,
             groups: BTreeMap::new(),
@@ -333,6 +364,8 @@ impl Coordinator {
             Request::DescribeGroups(r) => describe::describe(self, meta, r, out),
             Request::ListGroups(r) => describe::list(self, meta, r, out),
             Request::DeleteGroups(r) => describe::delete(self, now, meta, r, out),
+            Request::ConsumerGroupHeartbeat(r) => self.consumer_heartbeat(now, meta, r, out),
+            Request::ConsumerGroupDescribe(r) => self.consumer_describe(meta, r, out),
         }
     }
 
@@ -346,6 +379,7 @@ impl Coordinator {
     /// Fires every timer due at `now`, in deadline order.
     pub fn tick(&mut self, now: Millis, out: &mut Vec<Output>) {
         self.run_timers(now, out);
+        self.consumer_tick(now, out);
         self.apply_ready(now, out);
         retention::ensure_armed(&mut self.timers, &self.config, now);
     }
@@ -457,11 +491,12 @@ impl Coordinator {
     /// Removes a group's state, answering its parked calls NOT_COORDINATOR. True if it had any.
     fn drop_group(&mut self, now: Millis, group: &str, out: &mut Vec<Output>) -> bool {
         let had_offsets = !self.offsets.take_group(group).is_empty();
+        let had_consumer = self.consumer_release(group);
         self.imports.forget(group);
         let (groups, _, mut cx) = self.parts(now, out);
         cx.timers.cancel_group(group);
         let Some(mut g) = groups.remove(group) else {
-            return had_offsets;
+            return had_offsets || had_consumer;
         };
         for m in g.members.values_mut() {
             if let Some(w) = m.join_waiter.take() {
@@ -487,7 +522,9 @@ impl Coordinator {
 
     /// The earliest armed timer; call `tick` when the clock reaches it.
     pub fn next_deadline(&self) -> Option<Millis> {
-        self.timers.next_deadline()
+        let classic = self.timers.next_deadline();
+        let consumer = self.consumer.next_deadline();
+        classic.into_iter().chain(consumer).min()
     }
 
     pub fn group_count(&self) -> usize {

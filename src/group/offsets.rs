@@ -22,6 +22,7 @@ use kafka_protocol::messages::{
     OffsetFetchRequest, OffsetFetchResponse, TopicName,
 };
 
+use super::consumer::OffsetFence;
 use super::group::{code, Group};
 use super::import;
 use super::persist::{Effect, OffsetEntry, Write};
@@ -41,9 +42,20 @@ pub(crate) fn commit(
     let generation = req.generation_id_or_member_epoch;
     let loading = c.loading.then_some(code::COORDINATOR_LOAD_IN_PROGRESS);
     let import_error = c.imports.failed(&group_id);
+    let consumer = c.consumer.contains(&group_id);
     let precheck = loading
         .or(import_error)
         .or_else(|| match c.groups.get(&group_id) {
+            // A consumer group (KIP-848): fenced by member epoch.
+            _ if consumer => match c.consumer.fence_offset_commit(
+                &group_id,
+                req.member_id.as_str(),
+                generation,
+                meta.version,
+            ) {
+                OffsetFence::Refuse(code) => Some(code),
+                OffsetFence::Accept | OffsetFence::NotConsumerGroup => None,
+            },
             None if generation < 0 => None,
             None if meta.version >= 9 => Some(code::GROUP_ID_NOT_FOUND),
             None => Some(code::ILLEGAL_GENERATION),
@@ -61,11 +73,12 @@ pub(crate) fn commit(
     }
 
     let max_metadata = c.config.offset_metadata_max_bytes;
+    let consumer_incarnation = consumer.then(|| c.consumer_incarnation(&group_id));
     let (groups, _, mut cx) = c.parts(now, out);
     let cx = &mut cx;
     let member_id = req.member_id.as_str();
     let group_error = precheck;
-    if group_error.is_none() && !groups.contains_key(&group_id) {
+    if group_error.is_none() && !consumer && !groups.contains_key(&group_id) {
         // A "simple" group: offsets committed outside any group membership.
         create_group(groups, cx, &group_id);
     }
@@ -113,8 +126,12 @@ pub(crate) fn commit(
         }
         response.topics.push(t);
     }
-    match groups.get(&group_id) {
-        Some(g) if !values.is_empty() => {
+    let incarnation = match consumer_incarnation {
+        Some(i) => Some(i),
+        None => groups.get(&group_id).map(|g| g.incarnation),
+    };
+    match incarnation {
+        Some(incarnation) if !values.is_empty() => {
             let write = cx.persist.durable.then(|| values.clone());
             let effect = Effect::Commit {
                 token: meta.token,
@@ -122,7 +139,9 @@ pub(crate) fn commit(
                 written,
                 values,
             };
-            cx.persist(g, move || Write::Offsets(write.unwrap_or_default()), effect);
+            let write = move || Write::Offsets(write.unwrap_or_default());
+            cx.persist
+                .issue(cx.out, &group_id, incarnation, write, effect);
         }
         _ => {
             let error = first_error(&response).unwrap_or(group_error.unwrap_or(code::NONE));
@@ -295,7 +314,16 @@ pub(crate) fn fetch(
         for group in &req.groups {
             let mut g = OffsetFetchResponseGroup::default();
             g.group_id = group.group_id.clone();
-            if let Some(error) = group_error(c, &group.group_id) {
+            let fence = c.consumer.fence_offset_fetch(
+                &group.group_id,
+                group.member_id.as_deref(),
+                group.member_epoch,
+            );
+            let fenced = match fence {
+                OffsetFence::Refuse(code) => Some(code),
+                OffsetFence::Accept | OffsetFence::NotConsumerGroup => None,
+            };
+            if let Some(error) = group_error(c, &group.group_id).or(fenced) {
                 g.error_code = error;
                 response.groups.push(g);
                 continue;

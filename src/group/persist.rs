@@ -48,6 +48,8 @@ pub enum Write {
     Record(GroupRecord),
     /// Remove the group record and every offset of the group (the tombstone).
     DeleteGroup,
+    /// Replace the group record with a consumer group's (KIP-848).
+    ConsumerRecord(Box<super::consumer::ConsumerGroupRecord>),
 }
 
 /// The group record written at the persistence points: what a restarted coordinator needs to
@@ -81,6 +83,8 @@ pub struct MemberRecord {
 pub struct LoadedGroup {
     pub group: String,
     pub record: Option<GroupRecord>,
+    /// A consumer group's record (then `record` is `None`).
+    pub consumer: Option<Box<super::consumer::ConsumerGroupRecord>>,
     pub offsets: Vec<OffsetEntry>,
 }
 
@@ -127,6 +131,11 @@ pub(crate) enum Effect {
     /// Offsets imported from the gateway: on success they go into memory; either way the import
     /// is over and the calls parked on it run again.
     Import { values: Vec<OffsetEntry> },
+    /// A consumer group's record, or a reply queued behind the group's writes: the reply (a
+    /// ConsumerGroupHeartbeat answer reflecting the record) leaves once the write is durable.
+    ConsumerRecord {
+        reply: Option<(Token, super::Response)>,
+    },
 }
 
 struct Pending {
@@ -266,6 +275,37 @@ impl Persistence {
         None
     }
 
+    /// Queues a reply behind the group's writes in flight, to leave when they have settled (in
+    /// order). Gives the reply back if none is in flight: the caller answers now.
+    pub(crate) fn queue_behind(
+        &mut self,
+        group: &str,
+        incarnation: u64,
+        token: Token,
+        response: super::Response,
+    ) -> Option<super::Response> {
+        if self.in_flight(group) == 0 {
+            return Some(response);
+        }
+        let id = self.next_id();
+        self.pending.insert(
+            id,
+            Pending {
+                group: group.to_string(),
+                incarnation,
+                effect: Effect::ConsumerRecord {
+                    reply: Some((token, response)),
+                },
+                outcome: Some(Ok(())),
+            },
+        );
+        self.queues
+            .entry(group.to_string())
+            .or_default()
+            .push_back(id);
+        None
+    }
+
     /// Writes of the group still waiting for an outcome or for their turn.
     pub(crate) fn in_flight(&self, group: &str) -> usize {
         self.queues.get(group).map_or(0, VecDeque::len)
@@ -288,7 +328,8 @@ pub(crate) fn apply(c: &mut Coordinator, now: Millis, ready: Ready, out: &mut Ve
     let same_group = c
         .groups
         .get(&group)
-        .is_some_and(|g| g.incarnation == incarnation);
+        .is_some_and(|g| g.incarnation == incarnation)
+        || c.consumer_incarnations.get(&group) == Some(incarnation);
     match effect {
         Effect::None => {}
         Effect::Commit {
@@ -337,6 +378,9 @@ pub(crate) fn apply(c: &mut Coordinator, now: Millis, ready: Ready, out: &mut Ve
         } => describe::tombstone_settled(c, &group, token, index, restore, outcome, out),
         Effect::Import { values } => {
             import::settled(c, now, &group, same_group, values, outcome, out)
+        }
+        Effect::ConsumerRecord { reply } => {
+            c.consumer_record_settled(&group, same_group, reply, outcome, out)
         }
     }
 }

@@ -3,6 +3,7 @@
 //! shape follows each API's version: a top-level error where the version has one, otherwise one
 //! error per group, topic or partition the request named.
 
+use kafka_protocol::messages::consumer_group_describe_response::DescribedGroup as ConsumerDescribedGroup;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use kafka_protocol::messages::offset_commit_response::{
@@ -12,8 +13,9 @@ use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponseTopic,
 };
 use kafka_protocol::messages::{
-    DeleteGroupsResponse, DescribeGroupsResponse, HeartbeatResponse, LeaveGroupResponse,
-    ListGroupsResponse, OffsetCommitResponse, OffsetDeleteResponse, OffsetFetchResponse,
+    ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatResponse, DeleteGroupsResponse,
+    DescribeGroupsResponse, HeartbeatResponse, LeaveGroupResponse, ListGroupsResponse,
+    OffsetCommitResponse, OffsetDeleteResponse, OffsetFetchResponse,
 };
 
 use super::rebalance::{join_error, sync_response};
@@ -120,6 +122,21 @@ pub fn refusal(request: &Request, version: i16, code: i16) -> Response {
                     .collect(),
             ),
         ),
+        Request::ConsumerGroupHeartbeat(_) => Response::ConsumerGroupHeartbeat(
+            ConsumerGroupHeartbeatResponse::default().with_error_code(code),
+        ),
+        Request::ConsumerGroupDescribe(r) => Response::ConsumerGroupDescribe(
+            ConsumerGroupDescribeResponse::default().with_groups(
+                r.group_ids
+                    .iter()
+                    .map(|g| {
+                        ConsumerDescribedGroup::default()
+                            .with_group_id(g.clone())
+                            .with_error_code(code)
+                    })
+                    .collect(),
+            ),
+        ),
     }
 }
 
@@ -138,5 +155,7 @@ pub fn named_groups(request: &Request) -> Vec<&str> {
         Request::DescribeGroups(r) => r.groups.iter().map(|g| g.as_str()).collect(),
         Request::DeleteGroups(r) => r.groups_names.iter().map(|g| g.as_str()).collect(),
         Request::ListGroups(_) => Vec::new(),
+        Request::ConsumerGroupHeartbeat(r) => vec![r.group_id.as_str()],
+        Request::ConsumerGroupDescribe(r) => r.group_ids.iter().map(|g| g.as_str()).collect(),
     }
 }

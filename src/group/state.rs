@@ -94,6 +94,9 @@ pub enum EvictionCause {
     SyncTimeout,
     /// A JoinGroup was refused with GROUP_MAX_SIZE_REACHED and the member was removed.
     MaxSize,
+    /// A consumer-group member (KIP-848) kept partitions pending revocation beyond its rebalance
+    /// timeout.
+    RebalanceTimeout,
 }
 
 impl EvictionCause {
@@ -104,6 +107,7 @@ impl EvictionCause {
             EvictionCause::JoinTimeout => "join_timeout",
             EvictionCause::SyncTimeout => "sync_timeout",
             EvictionCause::MaxSize => "max_size",
+            EvictionCause::RebalanceTimeout => "rebalance_timeout",
         }
     }
 }

@@ -5,8 +5,12 @@
 
 use std::collections::BTreeSet;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition;
+use kafka_protocol::messages::{ConsumerProtocolAssignment, TopicName};
+use kafka_protocol::protocol::{Encodable, StrBytes};
 
+use super::consumer::{ConsumerGroup, ConsumerGroupState};
 use super::{Coordinator, GroupState, Millis};
 
 /// One group as the coordinator holds it now.
@@ -53,6 +57,7 @@ impl Coordinator {
             return Vec::new();
         }
         let mut ids: BTreeSet<&str> = self.groups.keys().map(String::as_str).collect();
+        ids.extend(self.consumer.groups().map(|g| g.id.as_str()));
         ids.extend(self.offsets.group_ids().filter(|g| self.owns(g)));
         ids.into_iter().map(|id| self.view(id)).collect()
     }
@@ -70,6 +75,9 @@ impl Coordinator {
                 })
             })
             .collect();
+        if let Some(g) = self.consumer.group(id) {
+            return self.consumer_view(g, offsets);
+        }
         let Some(g) = self.groups.get(id) else {
             return GroupView {
                 group: id.to_string(),
@@ -98,6 +106,66 @@ impl Coordinator {
                     client_id: m.client_id.clone(),
                     client_host: m.client_host.clone(),
                     assignment: m.assignment.clone(),
+                })
+                .collect(),
+            offsets,
+        }
+    }
+
+    /// A consumer group (KIP-848) in the same shape: protocol type "consumer", the group epoch as
+    /// generation, Stable or rebalancing (Assigning/Reconciling read as PreparingRebalance), and
+    /// each member's owned partitions as a ConsumerProtocolAssignment, as a classic consumer
+    /// group's members carry them.
+    fn consumer_view(&self, g: &ConsumerGroup, offsets: Vec<OffsetView>) -> GroupView {
+        let state = match g.state {
+            ConsumerGroupState::Empty => GroupState::Empty,
+            ConsumerGroupState::Stable => GroupState::Stable,
+            ConsumerGroupState::Assigning | ConsumerGroupState::Reconciling => {
+                GroupState::PreparingRebalance
+            }
+        };
+        let topics = self.consumer.topics();
+        let assignment = |m: &crate::group::consumer::Member| {
+            let assigned = m
+                .assigned
+                .iter()
+                .filter_map(|(id, parts)| {
+                    Some(
+                        TopicPartition::default()
+                            .with_topic(TopicName(StrBytes::from_string(
+                                topics.name(*id)?.to_string(),
+                            )))
+                            .with_partitions(parts.iter().copied().collect()),
+                    )
+                })
+                .collect();
+            let value = ConsumerProtocolAssignment::default().with_assigned_partitions(assigned);
+            let mut buf = BytesMut::new();
+            buf.put_i16(0);
+            match value.encode(&mut buf, 0) {
+                Ok(()) => buf.freeze(),
+                Err(_) => Bytes::new(),
+            }
+        };
+        GroupView {
+            group: g.id.clone(),
+            state,
+            generation: g.group_epoch,
+            protocol_type: "consumer".into(),
+            protocol: g
+                .preferred_assignor(self.consumer.config().default_assignor())
+                .name()
+                .into(),
+            leader: None,
+            members: g
+                .members
+                .values()
+                .map(|m| MemberView {
+                    member_id: m.id.clone(),
+                    group_instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    assignment: assignment(m),
                 })
                 .collect(),
             offsets,

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
-use crate::group::{Event, GroupState};
+use crate::group::consumer::ConsumerGroupState;
+use crate::group::{ConsumerProgress, Event, GroupState};
 
 /// The label for groups beyond the tracking cap.
 pub const OTHER: &str = "__other__";
@@ -26,9 +27,19 @@ const STATES: [GroupState; 5] = [
     GroupState::Dead,
 ];
 
+/// Consumer-group (KIP-848) states as the `state` label spells them.
+const CONSUMER_STATES: [ConsumerGroupState; 4] = [
+    ConsumerGroupState::Empty,
+    ConsumerGroupState::Assigning,
+    ConsumerGroupState::Reconciling,
+    ConsumerGroupState::Stable,
+];
+
 const MODES: [&str; 2] = ["local", "passthrough"];
+/// The group's protocol: a classic group, or a consumer group (KIP-848).
+const PROTOCOLS: [&str; 2] = ["classic", "consumer"];
 /// `unknown`: a passthrough rebalance kelp saw start (REBALANCE_IN_PROGRESS) without its cause.
-const REASONS: [&str; 11] = [
+const REASONS: [&str; 12] = [
     "new_member",
     "metadata_change",
     "leader_rejoin",
@@ -40,11 +51,20 @@ const REASONS: [&str; 11] = [
     "max_size",
     "load",
     "unknown",
+    "target_assignment",
 ];
-const CAUSES: [&str; 4] = ["session_expiry", "sync_timeout", "join_timeout", "max_size"];
+const CAUSES: [&str; 5] = [
+    "session_expiry",
+    "sync_timeout",
+    "join_timeout",
+    "max_size",
+    "rebalance_timeout",
+];
 /// Commit results removed with a group's series (others are removed when seen, see `seen_results`).
-const RESULTS: [&str; 9] = [
+const RESULTS: [&str; 11] = [
     "ok",
+    "stale_member_epoch",
+    "unsupported_version",
     "illegal_generation",
     "unknown_member_id",
     "rebalance_in_progress",
@@ -60,7 +80,11 @@ pub type ModeOf = Arc<dyn Fn(&str) -> &'static str + Send + Sync>;
 
 struct Tracked {
     mode: &'static str,
+    /// "classic" until the group's first consumer-group event.
+    protocol: &'static str,
     empty_since: Option<Instant>,
+    /// A consumer group's new target assignment not yet reconciled by every member.
+    target_since: Option<Instant>,
 }
 
 /// Every per-group metric family plus the set of tracked groups.
@@ -73,6 +97,12 @@ pub struct GroupMetrics {
     evictions: IntCounterVec,
     commits: IntCounterVec,
     mode: IntGaugeVec,
+    /// Consumer groups (KIP-848): where reconciliation stands.
+    target_epoch: IntGaugeVec,
+    min_member_epoch: IntGaugeVec,
+    unreconciled: IntGaugeVec,
+    pending_revocation: IntGaugeVec,
+    unreleased: IntGaugeVec,
     tracked: Mutex<HashMap<String, Tracked>>,
     /// The rules' mode of a group seen for the first time (else the mode of its first event).
     mode_of: Mutex<Option<ModeOf>>,
@@ -104,7 +134,7 @@ impl GroupMetrics {
             .buckets(vec![
                 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
             ]),
-            &["group", "mode"],
+            &["group", "mode", "protocol"],
         )
         .expect("static metric");
         registry
@@ -113,35 +143,64 @@ impl GroupMetrics {
         GroupMetrics {
             generation: gauge(
                 "kelp_group_generation",
-                "Current generation id",
-                &["group", "mode"],
+                "Current generation id (a consumer group's group epoch)",
+                &["group", "mode", "protocol"],
             ),
-            members: gauge("kelp_group_members", "Current members", &["group", "mode"]),
+            members: gauge(
+                "kelp_group_members",
+                "Current members",
+                &["group", "mode", "protocol"],
+            ),
             state: gauge(
                 "kelp_group_state",
                 "1 for the group's current state, 0 for the others",
-                &["group", "mode", "state"],
+                &["group", "mode", "protocol", "state"],
             ),
             rebalances: counter(
                 "kelp_group_rebalances_total",
-                "Rebalances started, by reason",
-                &["group", "mode", "reason"],
+                "Rebalances started, by reason (a consumer group's new target assignment: target_assignment)",
+                &["group", "mode", "protocol", "reason"],
             ),
             rebalance_duration,
             evictions: counter(
                 "kelp_group_member_evictions_total",
                 "Members removed without leaving, by cause",
-                &["group", "mode", "cause"],
+                &["group", "mode", "protocol", "cause"],
             ),
             commits: counter(
                 "kelp_group_offset_commits_total",
                 "Offset commits, by result (ok or the error name)",
-                &["group", "mode", "result"],
+                &["group", "mode", "protocol", "result"],
             ),
             mode: gauge(
                 "kelp_group_mode",
                 "1 for the group's current mode",
                 &["group", "mode"],
+            ),
+            target_epoch: gauge(
+                "kelp_group_target_assignment_epoch",
+                "Consumer group: the epoch of its target assignment",
+                &["group"],
+            ),
+            min_member_epoch: gauge(
+                "kelp_group_member_epoch_min",
+                "Consumer group: the lowest member epoch (how far reconciliation has come)",
+                &["group"],
+            ),
+            unreconciled: gauge(
+                "kelp_group_members_unreconciled",
+                "Consumer group: members not yet at the target assignment epoch",
+                &["group"],
+            ),
+            pending_revocation: gauge(
+                "kelp_group_partitions_pending_revocation",
+                "Consumer group: partitions members still hold but must give up",
+                &["group"],
+            ),
+            unreleased: gauge(
+                "kelp_group_partitions_unreleased",
+                "Consumer group: partitions in a member's target it does not hold yet",
+                &["group"],
             ),
             tracked: Mutex::new(HashMap::new()),
             mode_of: Mutex::new(None),
@@ -169,7 +228,9 @@ impl GroupMetrics {
             group.to_string(),
             Tracked {
                 mode,
+                protocol: PROTOCOLS[0],
                 empty_since: None,
+                target_since: None,
             },
         );
         for m in MODES {
@@ -189,29 +250,35 @@ impl GroupMetrics {
         let current = |tracked: &HashMap<String, Tracked>, g: &str| {
             g != OTHER && tracked.get(g).is_some_and(|t| t.mode == mode)
         };
+        let protocol_of = |tracked: &HashMap<String, Tracked>, g: &str| {
+            tracked.get(g).map_or(PROTOCOLS[0], |t| t.protocol)
+        };
         match event {
             Event::GenerationChanged { group, generation } => {
                 let g = self.label(&mut tracked, group, mode);
                 if current(&tracked, g) {
+                    let p = protocol_of(&tracked, g);
                     self.generation
-                        .with_label_values(&[g, mode])
+                        .with_label_values(&[g, mode, p])
                         .set(i64::from(*generation));
                 }
             }
             Event::MembersChanged { group, members } => {
                 let g = self.label(&mut tracked, group, mode);
                 if current(&tracked, g) {
+                    let p = protocol_of(&tracked, g);
                     self.members
-                        .with_label_values(&[g, mode])
+                        .with_label_values(&[g, mode, p])
                         .set(*members as i64);
                 }
             }
             Event::StateChanged { group, state } => {
                 let g = self.label(&mut tracked, group, mode);
                 if current(&tracked, g) {
+                    let p = protocol_of(&tracked, g);
                     for s in STATES {
                         self.state
-                            .with_label_values(&[g, mode, s.as_str()])
+                            .with_label_values(&[g, mode, p, s.as_str()])
                             .set(i64::from(s == *state));
                     }
                     if let Some(t) = tracked.get_mut(g) {
@@ -221,31 +288,110 @@ impl GroupMetrics {
             }
             Event::RebalanceStarted { group, reason } => {
                 let g = self.label(&mut tracked, group, mode);
+                let p = protocol_of(&tracked, g);
                 self.rebalances
-                    .with_label_values(&[g, mode, reason.as_str()])
+                    .with_label_values(&[g, mode, p, reason.as_str()])
                     .inc();
             }
             Event::RebalanceCompleted { group, duration_ms } => {
                 let g = self.label(&mut tracked, group, mode);
+                let p = protocol_of(&tracked, g);
                 self.rebalance_duration
-                    .with_label_values(&[g, mode])
+                    .with_label_values(&[g, mode, p])
                     .observe(*duration_ms as f64 / 1000.0);
             }
             Event::MemberEvicted { group, cause } => {
                 let g = self.label(&mut tracked, group, mode);
+                let p = protocol_of(&tracked, g);
                 self.evictions
-                    .with_label_values(&[g, mode, cause.as_str()])
+                    .with_label_values(&[g, mode, p, cause.as_str()])
                     .inc();
             }
             Event::OffsetCommit { group, error } => {
                 let g = self.label(&mut tracked, group, mode);
+                let p = protocol_of(&tracked, g);
                 let result = super::error_name(*error);
-                self.commits.with_label_values(&[g, mode, &result]).inc();
+                self.commits.with_label_values(&[g, mode, p, &result]).inc();
             }
             Event::GroupDeleted { group } | Event::GroupReleased { group } => {
                 if tracked.remove(group.as_str()).is_some() {
                     self.remove_series(group);
                 }
+            }
+            Event::TargetAssigned { group } => {
+                let g = self.label(&mut tracked, group, mode);
+                self.make_consumer(&mut tracked, g, mode);
+                self.rebalances
+                    .with_label_values(&[g, mode, PROTOCOLS[1], "target_assignment"])
+                    .inc();
+                if let Some(t) = tracked.get_mut(g) {
+                    t.target_since.get_or_insert_with(Instant::now);
+                }
+            }
+            Event::ConsumerProgress { group, progress } => {
+                let g = self.label(&mut tracked, group, mode);
+                self.make_consumer(&mut tracked, g, mode);
+                if current(&tracked, g) {
+                    self.consumer_gauges(&mut tracked, g, mode, progress);
+                }
+            }
+        }
+    }
+
+    /// From its first consumer-group event on, a group's series carry `protocol="consumer"`
+    /// (a classic group upgraded to a consumer group loses its classic gauges).
+    fn make_consumer(&self, tracked: &mut HashMap<String, Tracked>, g: &str, mode: &str) {
+        let Some(t) = tracked.get_mut(g) else { return };
+        if t.protocol != PROTOCOLS[1] {
+            self.remove_protocol_gauges(g, mode, t.protocol);
+            t.protocol = PROTOCOLS[1];
+        }
+    }
+
+    /// A consumer group's gauges from where it stands; a reconciliation that completed observes
+    /// its duration (from the target assignment to every member at it, nothing pending).
+    fn consumer_gauges(
+        &self,
+        tracked: &mut HashMap<String, Tracked>,
+        g: &str,
+        mode: &'static str,
+        p: &ConsumerProgress,
+    ) {
+        let labels = [g, mode, PROTOCOLS[1]];
+        self.generation
+            .with_label_values(&labels)
+            .set(i64::from(p.group_epoch));
+        self.members
+            .with_label_values(&labels)
+            .set(p.members as i64);
+        for s in CONSUMER_STATES {
+            self.state
+                .with_label_values(&[g, mode, PROTOCOLS[1], s.name()])
+                .set(i64::from(s == p.state));
+        }
+        self.target_epoch
+            .with_label_values(&[g])
+            .set(i64::from(p.target_epoch));
+        self.min_member_epoch
+            .with_label_values(&[g])
+            .set(i64::from(p.min_member_epoch));
+        self.unreconciled
+            .with_label_values(&[g])
+            .set(p.unreconciled as i64);
+        self.pending_revocation
+            .with_label_values(&[g])
+            .set(p.pending_revocation as i64);
+        self.unreleased
+            .with_label_values(&[g])
+            .set(p.unreleased as i64);
+        let Some(t) = tracked.get_mut(g) else { return };
+        t.empty_since = (p.state == ConsumerGroupState::Empty).then(Instant::now);
+        let settled = p.unreconciled == 0 && p.pending_revocation == 0 && p.unreleased == 0;
+        if settled {
+            if let Some(since) = t.target_since.take() {
+                self.rebalance_duration
+                    .with_label_values(&labels)
+                    .observe(since.elapsed().as_secs_f64());
             }
         }
     }
@@ -266,7 +412,7 @@ impl GroupMetrics {
         };
         let g = self.label(&mut tracked, group, mode);
         self.rebalances
-            .with_label_values(&[g, mode, "unknown"])
+            .with_label_values(&[g, mode, PROTOCOLS[0], "unknown"])
             .inc();
     }
 
@@ -322,29 +468,52 @@ impl GroupMetrics {
     }
 
     fn remove_gauges(&self, group: &str, mode: &str) {
-        for family in [&self.generation, &self.members] {
-            let _ = family.remove_label_values(&[group, mode]);
-        }
-        for s in STATES {
-            let _ = self.state.remove_label_values(&[group, mode, s.as_str()]);
+        for protocol in PROTOCOLS {
+            self.remove_protocol_gauges(group, mode, protocol);
         }
     }
 
-    /// Every series of the group, in both modes.
+    fn remove_protocol_gauges(&self, group: &str, mode: &str, protocol: &str) {
+        for family in [&self.generation, &self.members] {
+            let _ = family.remove_label_values(&[group, mode, protocol]);
+        }
+        let states = STATES
+            .iter()
+            .map(|s| s.as_str())
+            .chain(CONSUMER_STATES.iter().map(|s| s.name()));
+        for s in states {
+            let _ = self.state.remove_label_values(&[group, mode, protocol, s]);
+        }
+    }
+
+    /// Every series of the group, in both modes and protocols.
     fn remove_series(&self, group: &str) {
+        for family in [
+            &self.target_epoch,
+            &self.min_member_epoch,
+            &self.unreconciled,
+            &self.pending_revocation,
+            &self.unreleased,
+        ] {
+            let _ = family.remove_label_values(&[group]);
+        }
         for mode in MODES {
             let _ = self.mode.remove_label_values(&[group, mode]);
             self.remove_gauges(group, mode);
-            for (family, values) in [
-                (&self.rebalances, &REASONS[..]),
-                (&self.evictions, &CAUSES[..]),
-                (&self.commits, &RESULTS[..]),
-            ] {
-                for v in values {
-                    let _ = family.remove_label_values(&[group, mode, v]);
+            for protocol in PROTOCOLS {
+                for (family, values) in [
+                    (&self.rebalances, &REASONS[..]),
+                    (&self.evictions, &CAUSES[..]),
+                    (&self.commits, &RESULTS[..]),
+                ] {
+                    for v in values {
+                        let _ = family.remove_label_values(&[group, mode, protocol, v]);
+                    }
                 }
+                let _ = self
+                    .rebalance_duration
+                    .remove_label_values(&[group, mode, protocol]);
             }
-            let _ = self.rebalance_duration.remove_label_values(&[group, mode]);
         }
     }
 
@@ -383,10 +552,10 @@ mod tests {
         }
         let out = text(&registry);
         assert!(out.contains(
-            r#"kelp_group_rebalances_total{group="a",mode="local",reason="new_member"} 1"#
+            r#"kelp_group_rebalances_total{group="a",mode="local",protocol="classic",reason="new_member"} 1"#
         ));
         assert!(out.contains(
-            r#"kelp_group_rebalances_total{group="__other__",mode="local",reason="new_member"} 2"#
+            r#"kelp_group_rebalances_total{group="__other__",mode="local",protocol="classic",reason="new_member"} 2"#
         ));
         assert!(!out.contains(r#"group="c""#));
         assert_eq!(m.tracked(), 2);
@@ -410,10 +579,12 @@ mod tests {
         let out = text(&registry);
         assert!(out.contains(r#"kelp_group_mode{group="g",mode="local"} 1"#));
         assert!(out.contains(r#"kelp_group_mode{group="g",mode="passthrough"} 0"#));
-        assert!(out.contains(r#"kelp_group_generation{group="g",mode="local"} 1"#));
-        assert!(!out.contains(r#"kelp_group_generation{group="g",mode="passthrough"}"#));
+        assert!(
+            out.contains(r#"kelp_group_generation{group="g",mode="local",protocol="classic"} 1"#)
+        );
+        assert!(!out.contains(r#"kelp_group_generation{group="g",mode="passthrough","#));
         assert!(out.contains(
-            r#"kelp_group_rebalances_total{group="g",mode="passthrough",reason="unknown"} 1"#
+            r#"kelp_group_rebalances_total{group="g",mode="passthrough",protocol="classic",reason="unknown"} 1"#
         ));
         m.apply(&Event::GroupDeleted { group: "g".into() }, "local");
         assert!(!text(&registry).contains(r#"group="g""#));
@@ -454,7 +625,82 @@ mod tests {
         let out = text(&registry);
         assert!(!out.contains(r#"group="gone""#));
         assert!(!out.contains(r#"group="idle""#));
-        assert!(out.contains(r#"kelp_group_state{group="busy",mode="local",state="Stable"} 1"#));
+        assert!(out.contains(
+            r#"kelp_group_state{group="busy",mode="local",protocol="classic",state="Stable"} 1"#
+        ));
         assert!(out.contains(r#"kelp_group_mode{group="busy",mode="local"} 1"#));
+    }
+
+    #[test]
+    fn a_consumer_group_has_protocol_consumer_and_reconciliation_gauges() {
+        let registry = Registry::new();
+        let m = GroupMetrics::new(&registry, 10, Duration::from_secs(3600));
+        // A classic group first (e.g. before an online upgrade)...
+        m.apply(
+            &Event::GenerationChanged {
+                group: "g".into(),
+                generation: 3,
+            },
+            "local",
+        );
+        assert!(text(&registry)
+            .contains(r#"kelp_group_generation{group="g",mode="local",protocol="classic"} 3"#));
+        // ...then a consumer group with a new target not yet reconciled.
+        m.apply(&Event::TargetAssigned { group: "g".into() }, "local");
+        let progress = |unreconciled, pending| ConsumerProgress {
+            state: if unreconciled > 0 {
+                ConsumerGroupState::Reconciling
+            } else {
+                ConsumerGroupState::Stable
+            },
+            group_epoch: 5,
+            target_epoch: 5,
+            members: 3,
+            min_member_epoch: if unreconciled > 0 { 4 } else { 5 },
+            unreconciled,
+            pending_revocation: pending,
+            unreleased: pending,
+        };
+        m.apply(
+            &Event::ConsumerProgress {
+                group: "g".into(),
+                progress: progress(1, 2),
+            },
+            "local",
+        );
+        let out = text(&registry);
+        assert!(
+            !out.contains(r#"protocol="classic"} 3"#),
+            "classic gauges gone"
+        );
+        for want in [
+            r#"kelp_group_generation{group="g",mode="local",protocol="consumer"} 5"#,
+            r#"kelp_group_members{group="g",mode="local",protocol="consumer"} 3"#,
+            r#"kelp_group_state{group="g",mode="local",protocol="consumer",state="Reconciling"} 1"#,
+            r#"kelp_group_target_assignment_epoch{group="g"} 5"#,
+            r#"kelp_group_member_epoch_min{group="g"} 4"#,
+            r#"kelp_group_members_unreconciled{group="g"} 1"#,
+            r#"kelp_group_partitions_pending_revocation{group="g"} 2"#,
+            r#"kelp_group_partitions_unreleased{group="g"} 2"#,
+            r#"kelp_group_rebalances_total{group="g",mode="local",protocol="consumer",reason="target_assignment"} 1"#,
+        ] {
+            assert!(out.contains(want), "missing {want}\n{out}");
+        }
+        assert!(!out.contains("kelp_group_rebalance_duration_seconds_count{group=\"g\""));
+        // Reconciled: the rebalance's duration is observed once.
+        m.apply(
+            &Event::ConsumerProgress {
+                group: "g".into(),
+                progress: progress(0, 0),
+            },
+            "local",
+        );
+        let out = text(&registry);
+        assert!(out.contains(
+            r#"kelp_group_rebalance_duration_seconds_count{group="g",mode="local",protocol="consumer"} 1"#
+        ));
+        assert!(out.contains(r#"kelp_group_members_unreconciled{group="g"} 0"#));
+        m.apply(&Event::GroupReleased { group: "g".into() }, "local");
+        assert!(!text(&registry).contains(r#"group="g""#));
     }
 }

@@ -76,6 +76,8 @@ pub struct Metrics {
     pub registry: Registry,
     api: HashMap<(i16, Path), ApiHandles>,
     pub request_errors: IntCounterVec,
+    /// ConsumerGroupHeartbeat answers by error ("none" for success).
+    pub consumer_heartbeats: IntCounterVec,
     pub bytes_client_in: IntCounter,
     pub bytes_client_out: IntCounter,
     pub bytes_backend_in: IntCounter,
@@ -175,6 +177,14 @@ impl Metrics {
                 &["api", "error"],
             )
             .expect("static metric"),
+            consumer_heartbeats: IntCounterVec::new(
+                Opts::new(
+                    "kelp_consumer_heartbeats_total",
+                    "ConsumerGroupHeartbeat answers (KIP-848), by error (none for success)",
+                ),
+                &["error"],
+            )
+            .expect("static metric"),
             bytes_client_in: bytes.with_label_values(&["client_in"]),
             bytes_client_out: bytes.with_label_values(&["client_out"]),
             bytes_backend_in: bytes.with_label_values(&["backend_in"]),
@@ -256,6 +266,7 @@ impl Metrics {
             Box::new(duration),
             Box::new(bytes),
             Box::new(m.request_errors.clone()),
+            Box::new(m.consumer_heartbeats.clone()),
             Box::new(m.connections_active.clone()),
             Box::new(m.connections_total.clone()),
             Box::new(m.connection_errors.clone()),

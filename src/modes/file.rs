@@ -74,6 +74,11 @@ pub struct CoordinatorSettings {
     pub group_max_size: Option<u64>,
     pub offset_metadata_max_bytes: Option<usize>,
     pub offsets_retention_minutes: Option<u64>,
+    pub group_consumer_session_timeout_ms: Option<i32>,
+    pub group_consumer_heartbeat_interval_ms: Option<i32>,
+    pub group_consumer_max_size: Option<u64>,
+    pub group_consumer_assignors: Option<Vec<String>>,
+    pub topic_metadata_interval_ms: Option<u64>,
 }
 
 impl CoordinatorSettings {
@@ -104,8 +109,41 @@ impl CoordinatorSettings {
                 i32::MAX
             ));
         }
+        positive(
+            "group_consumer_session_timeout_ms",
+            self.group_consumer_session_timeout_ms.map(i64::from),
+        )?;
+        positive(
+            "group_consumer_heartbeat_interval_ms",
+            self.group_consumer_heartbeat_interval_ms.map(i64::from),
+        )?;
+        if let Some(v) = self
+            .group_consumer_max_size
+            .filter(|v| *v < 1 || *v > i32::MAX as u64)
+        {
+            return Err(format!(
+                "coordinator.group_consumer_max_size = {v}: must be between 1 and {}",
+                i32::MAX
+            ));
+        }
+        if let Some(names) = &self.group_consumer_assignors {
+            let known = |a: &String| crate::group::consumer::Assignor::by_name(a).is_some();
+            if names.is_empty() || !names.iter().all(known) {
+                return Err(format!(
+                    "coordinator.group_consumer_assignors = {names:?}: name one or more of uniform, range"
+                ));
+            }
+        }
         if self.offsets_retention_minutes == Some(0) {
             return Err("coordinator.offsets_retention_minutes = 0: must be at least 1".into());
+        }
+        if let Some(v) = self
+            .topic_metadata_interval_ms
+            .filter(|v| !(100..=3_600_000).contains(v))
+        {
+            return Err(format!(
+                "coordinator.topic_metadata_interval_ms = {v}: must be between 100 and 3600000"
+            ));
         }
         Ok(())
     }
@@ -130,6 +168,16 @@ impl CoordinatorSettings {
         set!(group_max_size);
         set!(offset_metadata_max_bytes);
         set!(offsets_retention_minutes);
+        set!(group_consumer_session_timeout_ms);
+        set!(group_consumer_heartbeat_interval_ms);
+        set!(group_consumer_max_size);
+        if let Some(v) = &self.group_consumer_assignors {
+            if !explicit("group_consumer_assignors") {
+                config.group_consumer_assignors = v.clone();
+                applied.push(format!("group_consumer_assignors = {v:?}"));
+            }
+        }
+        set!(topic_metadata_interval_ms);
         applied
     }
 }
@@ -318,6 +366,8 @@ mode = "passthrough"
         assert!(!e.contains('\n'), "one line: {e}");
         let e = parse("[coordinator]\ngroup_max_size = 0\n").unwrap_err();
         assert!(e.contains("coordinator.group_max_size"), "{e}");
+        let e = parse("[coordinator]\ntopic_metadata_interval_ms = 5\n").unwrap_err();
+        assert!(e.contains("coordinator.topic_metadata_interval_ms"), "{e}");
         let e = parse("[coordinator]\nsession_timeout = 1\n").unwrap_err();
         assert!(e.contains("session_timeout"), "{e}");
         let e = parse("x = 1\n").unwrap_err();
@@ -328,7 +378,7 @@ mode = "passthrough"
     fn coordinator_settings_apply_unless_a_flag_was_given() {
         let f = parse(
             "[coordinator]\ngroup_initial_rebalance_delay_ms = 0\ngroup_max_size = 10\n\
-             offsets_retention_minutes = 60\n",
+             offsets_retention_minutes = 60\ntopic_metadata_interval_ms = 2000\n",
         )
         .unwrap();
         let mut config = Config::try_parse_from(["kelp"]).unwrap();
@@ -338,7 +388,47 @@ mode = "passthrough"
         assert_eq!(config.group_initial_rebalance_delay_ms, 0);
         assert_eq!(config.offsets_retention_minutes, 60);
         assert_eq!(config.group_max_size, i32::MAX as u64, "the flag wins");
-        assert_eq!(applied.len(), 2, "{applied:?}");
+        assert_eq!(config.topic_metadata_interval_ms, 2000);
+        assert_eq!(applied.len(), 3, "{applied:?}");
+    }
+
+    #[test]
+    fn consumer_group_settings_come_from_the_coordinator_table() {
+        let f = parse(
+            "[coordinator]\ngroup_consumer_session_timeout_ms = 6000\n\
+             group_consumer_heartbeat_interval_ms = 500\ngroup_consumer_assignors = [\"range\"]\n",
+        )
+        .unwrap();
+        let mut config = Config::try_parse_from(["kelp"]).unwrap();
+        f.coordinator.apply(&mut config, &|_| false);
+        config.validate().unwrap();
+        let group = config.group_config();
+        assert_eq!(group.consumer.session_timeout_ms, 6000);
+        assert_eq!(group.consumer.heartbeat_interval_ms, 500);
+        assert_eq!(
+            group.consumer.assignors,
+            vec![crate::group::consumer::Assignor::Range]
+        );
+        let e = parse(
+            "[coordinator]
+group_consumer_assignors = [\"sticky\"]
+",
+        )
+        .unwrap_err();
+        assert!(e.contains("coordinator.group_consumer_assignors"), "{e}");
+        // Kafka's rule: the heartbeat interval must be below the session timeout.
+        let mut config = Config::try_parse_from([
+            "kelp",
+            "--group-consumer-session-timeout-ms",
+            "1000",
+            "--group-consumer-heartbeat-interval-ms",
+            "1000",
+        ])
+        .unwrap();
+        let e = config.validate().unwrap_err();
+        assert!(e.contains("--group-consumer-heartbeat-interval-ms"), "{e}");
+        config.group_consumer_heartbeat_interval_ms = 999;
+        config.validate().unwrap();
     }
 
     #[test]

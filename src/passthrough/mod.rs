@@ -222,6 +222,37 @@ pub fn plan(
     plan_decoded(shared, peek, client_id, request, client_host, origin)
 }
 
+/// A request of Kafka's consumer group protocol (KIP-848).
+fn is_consumer_protocol(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::ConsumerGroupHeartbeat(_) | Request::ConsumerGroupDescribe(_)
+    )
+}
+
+/// The gateway has no consumer group protocol (API 68/69), so a passthrough group cannot use it:
+/// kelp answers UNSUPPORTED_VERSION (35) saying why, which librdkafka reports as the broker not
+/// supporting `group.protocol=consumer` (such groups use the classic protocol, or move to kelp's
+/// coordinator first: docs/MIGRATION.md).
+fn consumer_protocol_refused(peek: Peek, request: Request) -> LocalReply {
+    let mut response =
+        crate::group::refusal(&request, peek.api_version, error::UNSUPPORTED_VERSION);
+    let why = "the group is passed through to the SeaweedFS gateway, which has no consumer group \
+               protocol (KIP-848): use group.protocol=classic or serve the group locally";
+    match &mut response {
+        crate::group::Response::ConsumerGroupHeartbeat(r) => {
+            r.error_message = Some(kafka_protocol::protocol::StrBytes::from_static_str(why));
+        }
+        crate::group::Response::ConsumerGroupDescribe(r) => {
+            for g in &mut r.groups {
+                g.error_message = Some(kafka_protocol::protocol::StrBytes::from_static_str(why));
+            }
+        }
+        _ => {}
+    }
+    Box::pin(async move { crate::coordinator::encode(&peek, &response).ok() })
+}
+
 /// `plan` for a request already decoded.
 fn plan_decoded(
     shared: &Arc<Routing>,
@@ -269,6 +300,9 @@ fn plan_decoded(
     let rules = shared.modes.snapshot();
     let route = group_route(&request, &rules);
     let to_gateway = matches!(route, GroupRoute::Passthrough | GroupRoute::ListBoth);
+    if to_gateway && is_consumer_protocol(&request) {
+        return Ok(Plan::Local(consumer_protocol_refused(*peek, request)));
+    }
     if to_gateway && !gateway_serves(shared, peek.api_key, peek.api_version) {
         return Ok(Plan::Renegotiate);
     }

@@ -572,12 +572,12 @@ mod tests {
         );
         let text = String::from_utf8(metrics.render()).unwrap();
         for want in [
-            r#"kelp_group_generation{group="pg",mode="passthrough"} 1"#,
-            r#"kelp_group_members{group="pg",mode="passthrough"} 3"#,
+            r#"kelp_group_generation{group="pg",mode="passthrough",protocol="classic"} 1"#,
+            r#"kelp_group_members{group="pg",mode="passthrough",protocol="classic"} 3"#,
             r#"kelp_group_mode{group="pg",mode="passthrough"} 1"#,
-            r#"kelp_group_state{group="pg",mode="passthrough",state="CompletingRebalance"} 1"#,
-            r#"kelp_group_rebalances_total{group="pg",mode="passthrough",reason="new_member"} 1"#,
-            r#"kelp_group_offset_commits_total{group="pg",mode="passthrough",result="ok"} 1"#,
+            r#"kelp_group_state{group="pg",mode="passthrough",protocol="classic",state="CompletingRebalance"} 1"#,
+            r#"kelp_group_rebalances_total{group="pg",mode="passthrough",protocol="classic",reason="new_member"} 1"#,
+            r#"kelp_group_offset_commits_total{group="pg",mode="passthrough",protocol="classic",result="ok"} 1"#,
         ] {
             assert!(text.contains(want), "missing {want}");
         }

@@ -51,6 +51,7 @@ pub fn split(
                 Request::DescribeGroups(r) => r.groups.retain(|g| keep(g)),
                 Request::DeleteGroups(r) => r.groups_names.retain(|g| keep(g)),
                 Request::OffsetFetch(r) => r.groups.retain(|g| keep(&g.group_id)),
+                Request::ConsumerGroupDescribe(r) => r.group_ids.retain(|g| keep(g)),
                 _ => {}
             }
             Part {
@@ -70,6 +71,9 @@ pub fn decode(api: ApiKey, version: i16, frame: Bytes) -> anyhow::Result<Respons
         ApiKey::DeleteGroups => Response::DeleteGroups(Decodable::decode(&mut body, version)?),
         ApiKey::OffsetFetch => Response::OffsetFetch(Decodable::decode(&mut body, version)?),
         ApiKey::ListGroups => Response::ListGroups(Decodable::decode(&mut body, version)?),
+        ApiKey::ConsumerGroupDescribe => {
+            Response::ConsumerGroupDescribe(Decodable::decode(&mut body, version)?)
+        }
         other => anyhow::bail!("{other:?} is not scattered"),
     };
     drop_unknown_tags(&mut response);
@@ -114,6 +118,15 @@ fn drop_unknown_tags(response: &mut Response) {
                 g.unknown_tagged_fields.clear();
             }
         }
+        Response::ConsumerGroupDescribe(r) => {
+            r.unknown_tagged_fields.clear();
+            for g in &mut r.groups {
+                g.unknown_tagged_fields.clear();
+                for m in &mut g.members {
+                    m.unknown_tagged_fields.clear();
+                }
+            }
+        }
         _ => {}
     }
 }
@@ -151,6 +164,9 @@ pub fn merge(request: &Request, parts: Vec<Response>) -> Response {
         Request::DescribeGroups(_) => per_group!(DescribeGroups, DescribeGroupsResponse, groups),
         Request::DeleteGroups(_) => per_group!(DeleteGroups, DeleteGroupsResponse, results),
         Request::OffsetFetch(_) => per_group!(OffsetFetch, OffsetFetchResponse, groups),
+        Request::ConsumerGroupDescribe(_) => {
+            per_group!(ConsumerGroupDescribe, ConsumerGroupDescribeResponse, groups)
+        }
         _ => {
             let mut out = kafka_protocol::messages::ListGroupsResponse::default();
             let mut seen = HashSet::new();

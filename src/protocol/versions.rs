@@ -44,7 +44,12 @@ pub fn kelp_range(api: ApiKey) -> Option<(Handling, VersionRange)> {
         ListGroups => (Group, range(0, 5)),
         DeleteGroups => (Group, range(0, 2)),
         OffsetDelete => (Group, range(0, 0)),
-        // Forwarded, response rewritten to kelp's address and node id.
+        // Kafka 4's consumer group protocol (KIP-848): served only by kelp's coordinator (the
+        // gateway has none), so advertised only while no group may be passed through.
+        ConsumerGroupHeartbeat => (Group, range(0, 1)),
+        ConsumerGroupDescribe => (Group, range(0, 1)),
+        // Forwarded, response rewritten to kelp's address and node id. Metadata above the
+        // gateway's versions is answered by kelp from the gateway's highest (`topics::metadata`).
         Metadata | DescribeCluster => (ForwardRewrite, api.valid_versions()),
         // Forwarded untouched: nothing in these names a broker address or a group coordinator.
         Produce
@@ -108,9 +113,11 @@ pub fn cap_group_apis(list: Vec<ApiVersion>, peers: &[BackendRanges]) -> Vec<Api
 
 /// The ApiVersions entries kelp advertises.
 ///
-/// Forwarded APIs: `backend ∩ kelp`. Group APIs: kelp's own range, intersected with the backend's when
+/// Forwarded APIs: `backend ∩ kelp`; Metadata from the backend's lowest version to kelp's
+/// highest (kelp answers the versions above the backend's, `topics::metadata`). Group APIs: kelp's own range, intersected with the backend's when
 /// some group may be passed through (`passthrough_possible`), since such a request reaches the gateway
-/// unchanged. An empty intersection is not advertised; KIP-848 APIs are never in the table.
+/// unchanged. An empty intersection is not advertised (so the KIP-848 APIs, which the gateway
+/// lacks, are advertised only while every group is local).
 pub fn advertised(backend: &BackendRanges, passthrough_possible: bool) -> Vec<ApiVersion> {
     ApiKey::iter()
         .filter_map(|api| {
@@ -118,6 +125,11 @@ pub fn advertised(backend: &BackendRanges, passthrough_possible: bool) -> Vec<Ap
             let backend_range = backend.get(&(api as i16));
             let range = match handling {
                 Handling::Answer => ours,
+                // Any gateway Metadata version gives kelp every version above it (topic ids).
+                Handling::ForwardRewrite if api == ApiKey::Metadata => VersionRange {
+                    min: ours.min.max(backend_range?.min),
+                    max: ours.max,
+                },
                 Handling::Group if !passthrough_possible => ours,
                 Handling::Group | Handling::Forward | Handling::ForwardRewrite => {
                     ours.intersect(backend_range?)
@@ -176,7 +188,8 @@ mod tests {
         let list = advertised(&gateway_448(), false);
         assert_eq!(find(&list, ApiKey::Produce), Some((3, 7)));
         assert_eq!(find(&list, ApiKey::Fetch), Some((4, 7)));
-        assert_eq!(find(&list, ApiKey::Metadata), Some((0, 7)));
+        // Metadata v8–13 are kelp's own (answered from v7 with topic ids).
+        assert_eq!(find(&list, ApiKey::Metadata), Some((0, 13)));
         assert_eq!(find(&list, ApiKey::DescribeCluster), Some((0, 1)));
         // Not advertised by the backend → not advertised by kelp.
         assert_eq!(find(&list, ApiKey::DeleteRecords), None);
@@ -239,11 +252,21 @@ mod tests {
     }
 
     #[test]
-    fn kip_848_apis_are_never_advertised() {
+    fn kip_848_apis_are_advertised_only_while_every_group_is_local() {
+        let list = advertised(&gateway_448(), false);
+        assert_eq!(find(&list, ApiKey::ConsumerGroupHeartbeat), Some((0, 1)));
+        assert_eq!(find(&list, ApiKey::ConsumerGroupDescribe), Some((0, 1)));
+        // The gateway has neither: a group that may be passed through cannot use them.
+        let list = advertised(&gateway_448(), true);
+        assert_eq!(find(&list, ApiKey::ConsumerGroupHeartbeat), None);
+        assert_eq!(find(&list, ApiKey::ConsumerGroupDescribe), None);
+    }
+
+    #[test]
+    fn metadata_is_advertised_only_with_a_gateway_that_serves_it() {
         let mut backend = gateway_448();
-        backend.insert(68, range(0, 1));
-        backend.insert(69, range(0, 0));
+        backend.remove(&(ApiKey::Metadata as i16));
         let list = advertised(&backend, false);
-        assert!(list.iter().all(|v| v.api_key != 68 && v.api_key != 69));
+        assert_eq!(find(&list, ApiKey::Metadata), None);
     }
 }

@@ -126,6 +126,8 @@ struct Expect {
     backend_timer: Option<Histogram>,
     /// Migration: a step run on the gateway's response to a passthrough group request.
     post: Option<Box<Post>>,
+    /// A Metadata request kelp answers at a version above the gateway's (`topics::metadata`).
+    metadata: Option<Box<crate::topics::metadata::Plan>>,
 }
 
 struct BackendLink {
@@ -370,6 +372,7 @@ impl Conn {
             self.origin,
             &peek,
             &frame,
+            &self.shared.topic_ids,
         );
         let (frame, body) = match verdict.map_err(Close::Frame)? {
             access::Verdict::Pass => {
@@ -403,6 +406,17 @@ impl Conn {
                 let handles = metrics.api(peek.api_key, Path::Backend);
                 if let Some(h) = handles {
                     h.requests.inc();
+                }
+                if let Some(version) = self.metadata_translated(&peek) {
+                    // Metadata above the gateway's versions: kelp answers it (topic ids).
+                    let ids = &self.shared.topic_ids;
+                    let (frame, plan) = crate::topics::metadata::translate(&peek, body, ids, version)
+                        .map_err(Close::Frame)?;
+                    self.forward(frame, &peek, false, false, handles.cloned(), None);
+                    if let Some(expect) = self.expect.back_mut() {
+                        expect.metadata = Some(Box::new(plan));
+                    }
+                    return Ok(());
                 }
                 let no_response =
                     peek.api_key == ApiKey::Produce && produce_acks_zero(&body, peek.api_version);
@@ -581,6 +595,15 @@ impl Conn {
         })
     }
 
+    /// The gateway's Metadata version to ask in when `peek` is a Metadata request above the
+    /// versions the gateway serves (kelp answers those itself); `None` for everything else.
+    fn metadata_translated(&self, peek: &Peek) -> Option<i16> {
+        if peek.api_key != ApiKey::Metadata {
+            return None;
+        }
+        crate::topics::translated_version(self.shared.backend(), peek.api_version)
+    }
+
     /// Queues a request frame for the backend, unchanged; `flush_backend` writes it.
     fn forward(
         &mut self,
@@ -615,6 +638,7 @@ impl Conn {
             sent: Instant::now(),
             backend_timer: handles.map(|h| h.backend),
             post,
+            metadata: None,
         });
     }
 
@@ -717,6 +741,26 @@ impl Conn {
                 Finished::Later(reply) => {
                     let seq = expect.seq;
                     self.local.push(Box::pin(async move { (seq, reply.await) }));
+                }
+            }
+            return Ok(());
+        }
+        if let Some(plan) = expect.metadata {
+            use crate::topics::metadata::{answer, Answer};
+            let (me, ids) = (&self.shared.identity, &self.shared.topic_ids);
+            match answer(*plan, frame.slice(4..), me, ids)
+                .map_err(|e| Close::Backend(format!("cannot answer Metadata: {e}")))?
+            {
+                Answer::Now(response) => self.slots.fill(expect.seq, response),
+                Answer::Later(response) => {
+                    let seq = expect.seq;
+                    self.local.push(Box::pin(async move {
+                        let response = response.await;
+                        if let Err(e) = &response {
+                            tracing::warn!(error = %e, "cannot answer Metadata");
+                        }
+                        (seq, response.ok())
+                    }));
                 }
             }
             return Ok(());

@@ -34,6 +34,8 @@ pub struct Shared {
     pub routing: Arc<Routing>,
     /// The other kelps (`--peers`/`--peer-dns`): who owns which group, and how to reach them.
     pub peers: Option<PeerSide>,
+    /// Topic ids for the gateway's topics (`src/topics/`): Metadata v8+ and the consumer groups.
+    pub topic_ids: crate::topics::TopicIds,
 }
 
 impl Shared {

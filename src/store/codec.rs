@@ -10,9 +10,13 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{CommittedOffset, StoreError};
+use crate::group::consumer::ConsumerGroupRecord;
 
 /// Version byte of the group record format written by [`StoredGroup::encode`].
 pub const GROUP_RECORD_VERSION: u8 = 1;
+/// First byte of a consumer group's record (KIP-848): JSON of `ConsumerGroupRecord` follows. The
+/// classic record's version byte is 1, so one read tells the two apart.
+pub const CONSUMER_RECORD_TAG: u8 = b'{';
 /// Version byte of a topic's offsets file.
 pub const OFFSETS_FILE_VERSION: u8 = 1;
 
@@ -42,6 +46,30 @@ pub struct StoredMember {
     pub subscription: Bytes,
     /// What the leader assigned to it at the last SyncGroup.
     pub assignment: Bytes,
+}
+
+/// A group record as read: a classic group's or a consumer group's.
+#[derive(Debug)]
+pub enum DecodedRecord {
+    Classic(StoredGroup),
+    Consumer(Box<ConsumerGroupRecord>),
+}
+
+/// A consumer group's record as bytes for [`super::Store::put_group`]: its JSON, which starts with
+/// [`CONSUMER_RECORD_TAG`].
+pub fn encode_consumer_record(record: &ConsumerGroupRecord) -> Bytes {
+    // Serialising plain data structures to JSON cannot fail.
+    Bytes::from(serde_json::to_vec(record).unwrap_or_default())
+}
+
+/// Decodes either kind of group record; `Corrupt` on anything else.
+pub fn decode_record(buf: &[u8]) -> Result<DecodedRecord, StoreError> {
+    if buf.first() == Some(&CONSUMER_RECORD_TAG) {
+        return serde_json::from_slice(buf)
+            .map(|r| DecodedRecord::Consumer(Box::new(r)))
+            .map_err(|e| StoreError::Corrupt(format!("consumer group record: {e}")));
+    }
+    StoredGroup::decode(buf).map(DecodedRecord::Classic)
 }
 
 impl StoredGroup {
@@ -328,6 +356,30 @@ mod tests {
             commit_timestamp_ms: 42,
             expire_timestamp_ms: expire,
         }
+    }
+
+    #[test]
+    fn consumer_records_and_classic_records_are_told_apart() {
+        use crate::group::consumer::ConsumerGroupRecord;
+        let consumer = ConsumerGroupRecord {
+            group_id: "g".into(),
+            group_epoch: 7,
+            assignment_epoch: 7,
+            subscription_metadata: Default::default(),
+            members: Vec::new(),
+        };
+        let bytes = encode_consumer_record(&consumer);
+        assert_eq!(bytes.first(), Some(&CONSUMER_RECORD_TAG));
+        match decode_record(&bytes).unwrap() {
+            DecodedRecord::Consumer(r) => assert_eq!(*r, consumer),
+            other => panic!("{other:?}"),
+        }
+        let classic = sample_group().encode();
+        assert!(matches!(
+            decode_record(&classic).unwrap(),
+            DecodedRecord::Classic(g) if g == sample_group()
+        ));
+        assert!(decode_record(b"{not json").is_err());
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub(crate) struct Entry {
     /// The last path segment, as stored (the filer's decoded form).
     pub name: String,
     pub is_dir: bool,
+    /// The entry's creation and modification times as the filer lists them (`Crtime`, whole
+    /// seconds, and `Mtime`): a changed stamp is a changed or recreated entry.
+    pub stamp: String,
 }
 
 /// Settings of [`FilerHttp`].
@@ -302,9 +305,11 @@ pub(crate) fn parse_listing(body: &[u8]) -> Result<Vec<Entry>, StoreError> {
                 .ok_or_else(|| StoreError::Corrupt("listing entry without \"FullPath\"".into()))?;
             let name = full.rsplit('/').next().unwrap_or(full).to_string();
             let mode = e.get("Mode").and_then(Value::as_u64).unwrap_or(0);
+            let time = |key| e.get(key).and_then(Value::as_str).unwrap_or("");
             Ok(Entry {
                 name,
                 is_dir: mode & MODE_DIR != 0,
+                stamp: format!("{} {}", time("Crtime"), time("Mtime")),
             })
         })
         .collect()
@@ -316,18 +321,20 @@ mod tests {
 
     #[test]
     fn parses_a_real_4_48_listing() {
-        let body = br#"{"Version":"8000GB 4.48 pypi","Path":"/kelp/groups","Entries":[{"FullPath":"/kelp/groups/g1","Mtime":"2026-11-25T17:43:38.460118382Z","Mode":2147484153,"FileSize":0,"chunks":null},{"FullPath":"/kelp/groups/t%A.json","Mode":432,"FileSize":2,"chunks":[{"file_id":"5,037df21908","size":2}]}],"Limit":10,"LastFileName":"t%A.json","ShouldDisplayLoadMore":false,"EmptyFolder":false}"#;
+        let body = br#"{"Version":"8000GB 4.48 pypi","Path":"/kelp/groups","Entries":[{"FullPath":"/kelp/groups/g1","Mtime":"2026-11-25T17:43:38.460118382Z","Crtime":"2026-11-25T17:43:38Z","Mode":2147484153,"FileSize":0,"chunks":null},{"FullPath":"/kelp/groups/t%A.json","Mode":432,"FileSize":2,"chunks":[{"file_id":"5,037df21908","size":2}]}],"Limit":10,"LastFileName":"t%A.json","ShouldDisplayLoadMore":false,"EmptyFolder":false}"#;
         let got = parse_listing(body).expect("parses");
         assert_eq!(
             got,
             vec![
                 Entry {
                     name: "g1".into(),
-                    is_dir: true
+                    is_dir: true,
+                    stamp: "2026-11-25T17:43:38Z 2026-11-25T17:43:38.460118382Z".into(),
                 },
                 Entry {
                     name: "t%A.json".into(),
-                    is_dir: false
+                    is_dir: false,
+                    stamp: " ".into(),
                 }
             ]
         );

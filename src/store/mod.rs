@@ -18,7 +18,7 @@ mod codec;
 pub mod escape;
 mod fence;
 mod filer;
-mod filer_http;
+pub(crate) mod filer_http;
 mod gateway;
 mod memory;
 mod order;
@@ -28,7 +28,10 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 
-pub use codec::{StoredGroup, StoredMember, GROUP_RECORD_VERSION, OFFSETS_FILE_VERSION};
+pub use codec::{
+    decode_record, encode_consumer_record, DecodedRecord, StoredGroup, StoredMember,
+    CONSUMER_RECORD_TAG, GROUP_RECORD_VERSION, OFFSETS_FILE_VERSION,
+};
 pub use filer::{FilerConfig, FilerStore};
 pub use memory::MemoryStore;
 

@@ -94,7 +94,14 @@ impl CallInfo {
             }
             Request::OffsetFetch(r) => info.group = r.group_id.to_string(),
             Request::OffsetDelete(r) => info.group = r.group_id.to_string(),
-            Request::DescribeGroups(_) | Request::ListGroups(_) | Request::DeleteGroups(_) => {}
+            Request::ConsumerGroupHeartbeat(r) => {
+                info.group = r.group_id.to_string();
+                info.member = r.member_id.to_string();
+            }
+            Request::DescribeGroups(_)
+            | Request::ListGroups(_)
+            | Request::DeleteGroups(_)
+            | Request::ConsumerGroupDescribe(_) => {}
         }
         info
     }

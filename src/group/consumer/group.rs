@@ -11,8 +11,9 @@ use super::member::{count, flatten, Assignment, Member};
 use super::topics::{TopicInfo, TopicRegex, Topics};
 
 /// Kafka's `ConsumerGroupState` (a deleted group is gone rather than Dead).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ConsumerGroupState {
+    #[default]
     Empty,
     /// The group epoch moved past the target assignment's: a new target is due.
     Assigning,

@@ -79,7 +79,7 @@ impl Default for ConsumerConfig {
 }
 
 impl ConsumerConfig {
-    fn default_assignor(&self) -> Assignor {
+    pub fn default_assignor(&self) -> Assignor {
         self.assignors.first().copied().unwrap_or(Assignor::Uniform)
     }
 }
@@ -266,6 +266,13 @@ impl ConsumerGroups {
             if std::mem::take(&mut g.dirty) {
                 self.dirty.insert(group.to_string());
             }
+        }
+    }
+
+    /// Marks `group` changed (its last record write failed: write it again at the next change).
+    pub fn touch(&mut self, group: &str) {
+        if self.groups.contains_key(group) {
+            self.dirty.insert(group.to_string());
         }
     }
 

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::Harness;
+use crate::group::consumer::ConsumerGroupRecord;
 use crate::group::{
     CommittedOffset, Coordinator, GroupRecord, LoadedGroup, Persist, Write, WriteId,
 };
@@ -12,6 +13,8 @@ use crate::group::{
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Disk {
     pub records: BTreeMap<String, GroupRecord>,
+    /// Consumer groups' records (KIP-848); a group has one kind of record at a time.
+    pub consumer_records: BTreeMap<String, ConsumerGroupRecord>,
     pub offsets: BTreeMap<String, BTreeMap<(String, i32), CommittedOffset>>,
 }
 
@@ -32,10 +35,17 @@ impl Disk {
                 }
             }
             Write::Record(r) => {
+                self.consumer_records.remove(&p.group);
                 self.records.insert(p.group.clone(), r.clone());
+            }
+            Write::ConsumerRecord(r) => {
+                self.records.remove(&p.group);
+                self.consumer_records
+                    .insert(p.group.clone(), r.as_ref().clone());
             }
             Write::DeleteGroup => {
                 self.records.remove(&p.group);
+                self.consumer_records.remove(&p.group);
                 self.offsets.remove(&p.group);
             }
         }
@@ -43,11 +53,17 @@ impl Disk {
 
     /// Everything on the disk, as the shell would load it.
     pub fn loaded(&self) -> Vec<LoadedGroup> {
-        let ids: BTreeSet<&String> = self.records.keys().chain(self.offsets.keys()).collect();
+        let ids: BTreeSet<&String> = self
+            .records
+            .keys()
+            .chain(self.consumer_records.keys())
+            .chain(self.offsets.keys())
+            .collect();
         ids.into_iter()
             .map(|g| LoadedGroup {
                 group: g.clone(),
                 record: self.records.get(g).cloned(),
+                consumer: self.consumer_records.get(g).cloned().map(Box::new),
                 offsets: self
                     .offsets
                     .get(g)

@@ -5,6 +5,7 @@
 //! its imports from `gateway`.
 
 mod admin;
+mod consumer;
 mod disk;
 mod durable;
 mod heartbeat_leave;
@@ -167,6 +168,8 @@ pub(super) struct Harness {
     pub held_imports: Vec<(WriteId, String)>,
     /// What an import of a group finds.
     pub gateway: HashMap<String, Vec<OffsetEntry>>,
+    /// `Output::RefreshTopics` seen.
+    pub refreshes: usize,
 }
 
 impl Harness {
@@ -188,6 +191,7 @@ impl Harness {
             held: Vec::new(),
             held_imports: Vec::new(),
             gateway: HashMap::new(),
+            refreshes: 0,
         }
     }
 
@@ -220,6 +224,7 @@ impl Harness {
                     let found = self.gateway.get(&group).cloned().unwrap_or_default();
                     self.c.imported(self.now, id, Ok(found), &mut follow);
                 }
+                Output::RefreshTopics => self.refreshes += 1,
             }
         }
         if !follow.is_empty() {
@@ -587,6 +592,8 @@ pub(super) fn assert_encodes(response: &Response, version: i16) {
         Response::DescribeGroups(r) => r.encode(&mut buf, version),
         Response::ListGroups(r) => r.encode(&mut buf, version),
         Response::DeleteGroups(r) => r.encode(&mut buf, version),
+        Response::ConsumerGroupHeartbeat(r) => r.encode(&mut buf, version),
+        Response::ConsumerGroupDescribe(r) => r.encode(&mut buf, version),
     };
     assert!(
         result.is_ok(),

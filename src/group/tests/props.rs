@@ -437,7 +437,10 @@ impl Model {
                     }
                 }
                 Output::Reply { token, response } => self.on_reply(token, &response),
-                Output::Event(_) | Output::Persist(_) | Output::Import { .. } => {}
+                Output::Event(_)
+                | Output::Persist(_)
+                | Output::Import { .. }
+                | Output::RefreshTopics => {}
             }
         }
         for group in self.generation.keys() {
