@@ -436,7 +436,11 @@ async fn run(
                         sh.replied(token, refused, Instant::now());
                     }
                     if let Response::ConsumerGroupHeartbeat(r) = &response {
-                        let error = crate::metrics::error_name(r.error_code);
+                        // METRICS.md: `none` for success (error_name says `ok`).
+                        let error = match r.error_code {
+                            0 => "none".to_string(),
+                            code => crate::metrics::error_name(code),
+                        };
                         metrics
                             .consumer_heartbeats
                             .with_label_values(&[&error])
