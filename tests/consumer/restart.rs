@@ -30,6 +30,10 @@ fn offsets_survive_a_kelp_kill9() {
             consumer::diag(&refs, &kelp)
         });
     }
+    eprintln!(
+        "e. {:.1} s: two members own everything",
+        t0.elapsed().as_secs_f64()
+    );
     let first = support::produce_with(kelp.addr(), topic, 600, &[]);
     assert_eq!(first.acked, 600, "produce errors {:?}", first.errors);
     let want1 = delivered(&first.delivered);
@@ -65,6 +69,10 @@ fn offsets_survive_a_kelp_kill9() {
     eprintln!(
         "e. kelp killed -9 and started again {:?} later; acknowledged before: {acked_before:?}",
         t_kill.elapsed()
+    );
+    eprintln!(
+        "e. {:.1} s: kelp is back; producing",
+        t0.elapsed().as_secs_f64()
     );
     let second = support::produce_with(kelp.addr(), topic, 300, &[]);
     assert_eq!(second.acked, 300, "produce errors {:?}", second.errors);
@@ -108,12 +116,20 @@ fn offsets_survive_a_kelp_kill9() {
         m.kill9();
     }
     let committed_then = support::committed(kelp.addr(), group, topic, P);
+    eprintln!(
+        "e. {:.1} s: the members are dead; producing",
+        t0.elapsed().as_secs_f64()
+    );
     let third = support::produce_with(kelp.addr(), topic, 300, &[]);
     assert_eq!(third.acked, 300, "produce errors {:?}", third.errors);
     let fresh: Vec<Member> = (0..2)
         .map(|i| member(kelp.addr(), group, &format!("n{i}"), topic))
         .collect();
     let want3 = delivered(&third.delivered);
+    eprintln!(
+        "e. {:.1} s: fresh members started",
+        t0.elapsed().as_secs_f64()
+    );
     wait_count(
         "the last 300 consumed by fresh members",
         want3.len(),
