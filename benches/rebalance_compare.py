@@ -16,8 +16,11 @@ every assignment change, revocation and consumed message stamped with its own wa
 - *members paused*: how many of the six paused at all;
 - *settled after*: from the subscribe to the last assignment change of any member;
 - *longest gap on a kept partition*: the longest stretch between two consumed messages of one
-  member on one partition it kept, around the join (messages arrive every ~1/rate*12 s per
-  partition, so the baseline is small).
+  member on one partition it kept, around the join (a partition gets a message every
+  partitions/rate s, 50 ms at the defaults, so that is the baseline).
+
+Each value is the median over --rounds rounds per protocol (protocols interleaved), each round a
+fresh group whose seventh member joins at a random point of the six's heartbeat cycle.
 
 Classic members run with session.timeout.ms and heartbeat.interval.ms from --session-ms and
 --heartbeat-ms; the KIP-848 members get the same values from kelp (scripts/compare-rebalance
@@ -26,7 +29,9 @@ since librdkafka refuses them client-side with that protocol.
 """
 import argparse
 import os
+import random
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -183,12 +188,14 @@ def run_mode(a, mode, topic, log_dir):
     if mode != "consumer":
         settings += [("session.timeout.ms", a.session_ms), ("heartbeat.interval.ms", a.heartbeat_ms)]
     settings += [("auto.offset.reset", "latest")]
-    group = f"compare-{mode}-{int(time.time())}"
+    group = f"compare-{mode}-{time.time():.0f}-{random.randrange(1 << 30)}"
     members = [Member(a.bootstrap, group, f"m{i}", topic, settings, log_dir) for i in range(6)]
     try:
         if wait_settled(members, a.partitions, 3, a.timeout, need_msgs=members) is None:
             return label, None, f"six members not settled within {a.timeout} s"
-        time.sleep(2)
+        # The seventh joins at a random point of the six's heartbeat cycle (they heartbeat in phase
+        # since their own join), so no protocol is favoured by where that point falls.
+        time.sleep(2 + random.uniform(0, a.heartbeat_ms / 1000.0))
         seventh = Member(a.bootstrap, group, "m6", topic, settings, log_dir)
         members.append(seventh)
         done = wait_settled(members, a.partitions, a.quiet, a.timeout, need_msgs=[seventh])
@@ -222,6 +229,7 @@ def main():
     ap.add_argument("--session-ms", type=int, default=45000)
     ap.add_argument("--quiet", type=float, default=5, help="s without an assignment change = settled")
     ap.add_argument("--timeout", type=float, default=120)
+    ap.add_argument("--rounds", type=int, default=3, help="rounds per protocol (medians reported)")
     ap.add_argument("--out", help="also write the table here")
     ap.add_argument("--log-dir", default=".")
     a = ap.parse_args()
@@ -233,30 +241,45 @@ def main():
     stop = threading.Event()
     prod = threading.Thread(target=producer_loop, args=(a.bootstrap, topic, a.partitions, a.rate, stop))
     prod.start()
-    rows = []
+    modes = a.modes.split(",")
+    results = {m: [] for m in modes}
+    failures = {m: [] for m in modes}
     try:
-        for mode in a.modes.split(","):
-            label, r, why = run_mode(a, mode, topic, a.log_dir)
-            print(f"{mode}: {r if r else why}", file=sys.stderr)
-            rows.append((label, r, why))
+        for r in range(a.rounds):
+            for mode in modes:
+                _, got, why = run_mode(a, mode, topic, a.log_dir)
+                print(f"round {r} {mode}: {got if got else why}", file=sys.stderr)
+                if got:
+                    results[mode].append(got)
+                else:
+                    failures[mode].append(why)
     finally:
         stop.set()
         prod.join()
+    rows = []
+    for mode in modes:
+        got = results[mode]
+        med = tuple(statistics.median(v[i] for v in got) for i in range(5)) if got else None
+        spread = (min(v[0] for v in got), max(v[0] for v in got)) if got else None
+        rows.append((MODES[mode][0], med, spread, len(got), failures[mode]))
     lines = [
         f"6 -> 7 members on one {a.partitions}-partition topic, {a.rate:.0f} msg/s produced throughout; "
         f"heartbeat interval {a.heartbeat_ms} ms, session timeout {a.session_ms} ms (classic: client "
-        f"settings; KIP-848: kelp's); one run",
+        f"settings; KIP-848: kelp's); medians of {a.rounds} rounds per protocol, the seventh joining at a "
+        f"random point of the heartbeat cycle",
         "",
-        "| protocol | 7th member: subscribe -> first message (s) | consumer-seconds paused (6 members) "
-        "| members paused | last assignment change after (s) | longest gap on a kept partition (s) |",
+        "| protocol | 7th member: subscribe -> first message, s (min-max) | consumer-seconds paused (6 members) "
+        "| members paused | last assignment change after, s | longest gap on a kept partition, s |",
         "|---|---|---|---|---|---|",
     ]
-    for label, r, why in rows:
+    for label, r, spread, n, failed in rows:
         if r is None:
-            lines.append(f"| {label} | not measured: {why} | | | | |")
-        else:
-            first, paused, n_paused, settled, gap = r
-            lines.append(f"| {label} | {first:.2f} | {paused:.2f} | {n_paused} of 6 | {settled:.2f} | {gap:.2f} |")
+            lines.append(f"| {label} | not measured: {failed[:1]} | | | | |")
+            continue
+        first, paused, n_paused, settled, gap = r
+        note = f"; {len(failed)} of {a.rounds} rounds failed" if failed else ""
+        lines.append(f"| {label} | {first:.2f} ({spread[0]:.2f}-{spread[1]:.2f}){note} | {paused:.2f} "
+                     f"| {n_paused:.0f} of 6 | {settled:.2f} | {gap:.2f} |")
     table = "\n".join(lines)
     print(table)
     if a.out:
