@@ -29,6 +29,7 @@
 //!   group APIs answer COORDINATOR_LOAD_IN_PROGRESS (14) and Heartbeat 0 (§1.2).
 
 pub mod consumer;
+mod convert;
 mod describe;
 // `group/group.rs` holds the `Group` struct.
 #[allow(clippy::module_inception)]

@@ -70,7 +70,7 @@ impl ConsumerGroups {
 
     /// Kafka's `throwIfConsumerGroupHeartbeatRequestIsInvalid` (4.x: v1 members bring their own
     /// id; a join may subscribe by names, by regex, or to nothing yet).
-    fn validate(&self, version: i16, req: &ConsumerGroupHeartbeatRequest) -> Result<(), Refusal> {
+    pub(super) fn validate(&self, version: i16, req: &ConsumerGroupHeartbeatRequest) -> Result<(), Refusal> {
         let invalid = |m: &str| Err(Refusal(code::INVALID_REQUEST, m.to_string()));
         if req.group_id.is_empty() {
             return invalid("GroupId can't be empty.");
@@ -135,7 +135,7 @@ impl ConsumerGroups {
         Ok(())
     }
 
-    fn join_or_heartbeat(
+    pub(super) fn join_or_heartbeat(
         &mut self,
         now: Millis,
         cx: &CallContext,
@@ -324,14 +324,7 @@ impl ConsumerGroups {
             if !group.members.contains_key(member_id) {
                 return Err(unknown_member(member_id, group_id));
             }
-            fence_member(
-                group,
-                &mut self.timers,
-                &self.topics,
-                member_id,
-                FenceCause::Leave,
-                out,
-            );
+            self.fence(group_id, member_id, FenceCause::Leave, out);
             return Ok(response(req.member_epoch));
         };
         let Some(existing) = group.static_member(instance) else {
@@ -358,14 +351,7 @@ impl ConsumerGroups {
             }
             return Ok(response(LEAVE_GROUP_STATIC_MEMBER_EPOCH));
         }
-        fence_member(
-            group,
-            &mut self.timers,
-            &self.topics,
-            member_id,
-            FenceCause::Leave,
-            out,
-        );
+        self.fence(group_id, member_id, FenceCause::Leave, out);
         Ok(response(req.member_epoch))
     }
 }

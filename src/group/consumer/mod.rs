@@ -22,6 +22,8 @@
 //!   `getOrMaybeCreateConsumerGroup`). `contains` tells the classic side an id is taken.
 
 mod assignor;
+mod classic;
+mod convert;
 mod describe;
 mod group;
 mod heartbeat;
@@ -41,11 +43,13 @@ use std::hash::{BuildHasher, Hasher};
 
 pub use assignor::Assignor;
 pub use group::{ConsumerGroup, ConsumerGroupState, Reconciliation};
+pub use convert::{ClassicMemberSnapshot, ClassicSnapshot, Downgrade, MigrationPolicy};
 pub use member::{
-    Assignment, Member, MemberState, LEAVE_GROUP_MEMBER_EPOCH, LEAVE_GROUP_STATIC_MEMBER_EPOCH,
+    Assignment, ClassicMember, Member, MemberState, LEAVE_GROUP_MEMBER_EPOCH,
+    LEAVE_GROUP_STATIC_MEMBER_EPOCH,
 };
 pub use offsets::OffsetFence;
-pub use record::{AssignmentRecord, ConsumerGroupRecord, ConsumerMemberRecord};
+pub use record::{AssignmentRecord, ClassicMemberRecord, ConsumerGroupRecord, ConsumerMemberRecord};
 pub use topics::{TopicInfo, Topics};
 
 use super::Millis;
@@ -65,6 +69,12 @@ pub struct ConsumerConfig {
     pub max_size: usize,
     /// `group.consumer.assignors`: the server-side assignors offered; the first is the default.
     pub assignors: Vec<Assignor>,
+    /// `group.consumer.migration.policy`: whether a classic group may become a consumer group
+    /// (upgrade) and back (downgrade).
+    pub migration_policy: MigrationPolicy,
+    /// `group.classic.max.size`: a consumer group with more members is not downgraded (the shell
+    /// sets it to the classic coordinator's `max_group_size`).
+    pub classic_max_size: usize,
 }
 
 impl Default for ConsumerConfig {
@@ -74,6 +84,8 @@ impl Default for ConsumerConfig {
             heartbeat_interval_ms: 5_000,
             max_size: i32::MAX as usize,
             assignors: vec![Assignor::Uniform, Assignor::Range],
+            migration_policy: MigrationPolicy::Bidirectional,
+            classic_max_size: i32::MAX as usize,
         }
     }
 }
@@ -93,6 +105,23 @@ pub enum FenceCause {
     SessionTimeout,
     /// It kept partitions pending revocation beyond its rebalance timeout.
     RebalanceTimeout,
+    /// A classic-protocol member did not rejoin within its rebalance timeout when told to.
+    JoinTimeout,
+    /// A classic-protocol member did not send SyncGroup within its rebalance timeout.
+    SyncTimeout,
+}
+
+impl FenceCause {
+    /// A metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            FenceCause::Leave => "leave",
+            FenceCause::SessionTimeout => "session_timeout",
+            FenceCause::RebalanceTimeout => "rebalance_timeout",
+            FenceCause::JoinTimeout => "join_timeout",
+            FenceCause::SyncTimeout => "sync_timeout",
+        }
+    }
 }
 
 /// Metric events of consumer groups.
@@ -139,6 +168,8 @@ pub struct ConsumerGroups {
     ids: MemberIds,
     /// Groups whose record changed since `take_dirty` (deleted ones included).
     dirty: BTreeSet<String>,
+    /// Groups converted back to classic groups, for the shell (`take_downgrades`).
+    downgrades: Vec<Downgrade>,
 }
 
 impl ConsumerGroups {
@@ -158,6 +189,7 @@ impl ConsumerGroups {
             timers: Timers::default(),
             ids: MemberIds { seed, counter: 0 },
             dirty: BTreeSet::new(),
+            downgrades: Vec::new(),
         }
     }
 
@@ -243,7 +275,7 @@ impl ConsumerGroups {
                 continue;
             };
             let fence = match kind {
-                Kind::Session => g.members.contains_key(&member),
+                Kind::Session | Kind::Join | Kind::Sync => g.members.contains_key(&member),
                 Kind::Rebalance { epoch } => g
                     .members
                     .get(&member)
@@ -253,8 +285,10 @@ impl ConsumerGroups {
                 let cause = match kind {
                     Kind::Session => FenceCause::SessionTimeout,
                     Kind::Rebalance { .. } => FenceCause::RebalanceTimeout,
+                    Kind::Join => FenceCause::JoinTimeout,
+                    Kind::Sync => FenceCause::SyncTimeout,
                 };
-                heartbeat::fence_member(g, &mut self.timers, &self.topics, &member, cause, out);
+                self.fence(&group, &member, cause, out);
             }
             self.note(&group);
         }
