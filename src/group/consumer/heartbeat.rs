@@ -217,6 +217,8 @@ impl ConsumerGroups {
         if updated.client_host != cx.client_host {
             updated.client_host = cx.client_host.clone();
         }
+        // A member heartbeating with the consumer protocol no longer uses the classic one.
+        updated.classic = None;
         let subscription_changed = updated.subscribed_topic_names != member.subscribed_topic_names
             || updated.subscribed_topic_regex != member.subscribed_topic_regex;
 
@@ -383,13 +385,20 @@ fn find_member(
     if joining {
         return match existing {
             None => Ok((Member::new(member_id.to_string()), None)),
-            Some(e) if e.member_epoch != LEAVE_GROUP_STATIC_MEMBER_EPOCH => Err(Refusal(
+            // A classic-protocol incarnation may always be replaced (Kafka checks the release
+            // only between two consumer-protocol members).
+            Some(e)
+                if e.member_epoch != LEAVE_GROUP_STATIC_MEMBER_EPOCH
+                    && !e.uses_classic_protocol() =>
+            {
+                Err(Refusal(
                 code::UNRELEASED_INSTANCE_ID,
                 format!(
                     "Static member {member_id} with instance id {instance} cannot join the group because the instance id is owned by {} member.",
                     e.id
                 ),
-            )),
+                ))
+            }
             Some(e) => {
                 // The new incarnation takes over the old one's partitions, at epoch 0.
                 let mut m = e.clone();
