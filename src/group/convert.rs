@@ -203,7 +203,6 @@ fn restore(s: ClassicSnapshot, now: Millis) -> Group {
     g
 }
 
-
 #[cfg(test)]
 mod tests {
     use bytes::{BufMut, BytesMut};
@@ -307,7 +306,11 @@ mod tests {
         let taken = h.c.export_classic(h.now, G, &mut out).unwrap();
         h.absorb(out);
         assert_eq!(taken, snap);
-        assert_eq!(h.jres(parked).error_code, 27, "told to rejoin the consumer group");
+        assert_eq!(
+            h.jres(parked).error_code,
+            27,
+            "told to rejoin the consumer group"
+        );
         assert!(h.all_answered());
         assert_eq!(h.c.classic_members(G), None);
         assert!(h.events.contains(&Event::GroupReleased { group: G.into() }));
@@ -332,10 +335,17 @@ mod tests {
         h.absorb(out);
         let g = h.group();
         assert_eq!((g.state, g.generation), (GroupState::PreparingRebalance, 7));
-        assert_eq!(g.protocol_name.as_deref(), Some("range"), "selected by vote");
+        assert_eq!(
+            g.protocol_name.as_deref(),
+            Some("range"),
+            "selected by vote"
+        );
         assert_eq!(g.leader.as_deref(), Some(ids[0].as_str()));
         assert_eq!(g.members[&ids[1]].assignment, assignment("foo", &[3, 4, 5]));
-        assert_eq!(h.disk.records[G].generation, 7, "the converted group is written");
+        assert_eq!(
+            h.disk.records[G].generation, 7,
+            "the converted group is written"
+        );
         assert_eq!(h.disk.records[G].members.len(), 2);
         assert!(h.events.contains(&Event::RebalanceStarted {
             group: G.into(),

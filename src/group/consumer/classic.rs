@@ -142,7 +142,9 @@ impl ConsumerGroups {
     /// with members. An empty consumer group's id goes to the classic coordinator (after `delete`),
     /// as Kafka's `classicGroupJoin` converts it.
     pub fn serves_classic_join(&self, group: &str) -> bool {
-        self.groups.get(group).is_some_and(|g| !g.members.is_empty())
+        self.groups
+            .get(group)
+            .is_some_and(|g| !g.members.is_empty())
     }
 
     /// JoinGroup (any version) of a classic consumer for a consumer group: answered at once.
@@ -245,7 +247,8 @@ impl ConsumerGroups {
             updated.rebalance_timeout_ms = req.session_timeout_ms;
         }
         updated.server_assignor = None;
-        updated.subscribed_topic_names = subscription.topics.iter().map(|t| t.to_string()).collect();
+        updated.subscribed_topic_names =
+            subscription.topics.iter().map(|t| t.to_string()).collect();
         updated.client_id = cx.client_id.clone();
         updated.client_host = cx.client_host.clone();
         updated.classic = Some(ClassicMember {
@@ -378,8 +381,12 @@ impl ConsumerGroups {
         }
         self.timers.cancel_kind(group_id, &member.id, &Kind::Sync);
         let session = member.classic.as_ref().map_or(0, |c| c.session_timeout_ms);
-        self.timers
-            .arm(group_id, &member.id, Kind::Session, now + session.max(0) as u64);
+        self.timers.arm(
+            group_id,
+            &member.id,
+            Kind::Session,
+            now + session.max(0) as u64,
+        );
         let metadata = member
             .classic
             .as_ref()
@@ -412,8 +419,12 @@ impl ConsumerGroups {
             return HeartbeatResponse::default().with_error_code(code::ILLEGAL_GENERATION);
         }
         let session = member.classic.as_ref().map_or(0, |c| c.session_timeout_ms);
-        self.timers
-            .arm(group_id, &member.id, Kind::Session, now + session.max(0) as u64);
+        self.timers.arm(
+            group_id,
+            &member.id,
+            Kind::Session,
+            now + session.max(0) as u64,
+        );
         let Some(group) = self.groups.get(group_id) else {
             return HeartbeatResponse::default().with_error_code(code::UNKNOWN_MEMBER_ID);
         };
@@ -547,8 +558,7 @@ impl ConsumerGroups {
     /// revoking.
     fn must_rejoin_at_sync(&self, group_id: &str, member: &Member) -> bool {
         self.groups.get(group_id).is_some_and(|g| {
-            g.group_epoch > member.member_epoch
-                && member.state != MemberState::UnrevokedPartitions
+            g.group_epoch > member.member_epoch && member.state != MemberState::UnrevokedPartitions
         })
     }
 }

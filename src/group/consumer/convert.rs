@@ -15,8 +15,8 @@ use indexmap::IndexMap;
 use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::classic::{decode_assignment, decode_subscription, encode_assignment, to_assignment};
 use super::classic::CONSUMER_PROTOCOL_TYPE;
+use super::classic::{decode_assignment, decode_subscription, encode_assignment, to_assignment};
 use super::group::ConsumerGroup;
 use super::heartbeat::{code, fence_member, Refusal};
 use super::member::{Assignment, ClassicMember, Member, MemberState};
@@ -145,7 +145,7 @@ impl ConsumerGroups {
                 format!("Group {group_id} is not a consumer group."),
             ));
         }
-        let group = match self.from_classic(classic) {
+        let group = match self.consumer_group_of(classic) {
             Ok(g) => g,
             Err(r) => return refused(r),
         };
@@ -154,7 +154,12 @@ impl ConsumerGroups {
         let sessions: Vec<(String, i32)> = self.groups[&group_id]
             .members
             .values()
-            .map(|m| (m.id.clone(), m.classic.as_ref().map_or(0, |c| c.session_timeout_ms)))
+            .map(|m| {
+                (
+                    m.id.clone(),
+                    m.classic.as_ref().map_or(0, |c| c.session_timeout_ms),
+                )
+            })
             .collect();
         for (member, session) in sessions {
             let at = now + session.max(0) as u64;
@@ -180,7 +185,7 @@ impl ConsumerGroups {
 
     /// Kafka's `validateOnlineUpgrade` and `ConsumerGroup.fromClassicGroup`: epochs are the
     /// generation, every member is Stable at it with its classic assignment as current and target.
-    fn from_classic(&self, c: &ClassicSnapshot) -> Result<ConsumerGroup, Refusal> {
+    fn consumer_group_of(&self, c: &ClassicSnapshot) -> Result<ConsumerGroup, Refusal> {
         let id = &c.group_id;
         let refuse = |why: &str| {
             Err(Refusal(
@@ -295,11 +300,7 @@ impl ConsumerGroups {
 }
 
 /// Kafka's `validateOnlineDowngradeWithFencedMember`.
-fn downgrade_allowed(
-    g: &ConsumerGroup,
-    leaving: &str,
-    config: &super::ConsumerConfig,
-) -> bool {
+fn downgrade_allowed(g: &ConsumerGroup, leaving: &str, config: &super::ConsumerConfig) -> bool {
     let others = g.members.len().saturating_sub(1);
     let all_classic = g
         .members

@@ -19,7 +19,8 @@ use super::member::Assignment;
 use super::topics::Topics;
 use super::ConsumerGroups;
 
-/// ConsumerGroupDescribe's member type of a member using the consumer protocol (v1).
+/// ConsumerGroupDescribe's member type (v1, KIP-1099): 0 classic protocol, 1 consumer protocol.
+const MEMBER_TYPE_CLASSIC: i8 = 0;
 const MEMBER_TYPE_CONSUMER: i8 = 1;
 
 impl ConsumerGroups {
@@ -63,7 +64,11 @@ impl ConsumerGroups {
                         g.target.get(&m.id).unwrap_or(&empty),
                         &self.topics,
                     ))
-                    .with_member_type(MEMBER_TYPE_CONSUMER)
+                    .with_member_type(if m.uses_classic_protocol() {
+                        MEMBER_TYPE_CLASSIC
+                    } else {
+                        MEMBER_TYPE_CONSUMER
+                    })
             })
             .collect();
         DescribedGroup::default()
@@ -106,11 +111,7 @@ impl ConsumerGroups {
     /// answers it: state Dead, and from v6 GROUP_ID_NOT_FOUND "Group … is not a classic group."
     /// (Kafka's `describeGroups` looks the id up as a classic group). `None` if `group` is not a
     /// consumer group here (the classic side answers).
-    pub fn describe_classic(
-        &self,
-        group: &str,
-        api_version: i16,
-    ) -> Option<ClassicDescribedGroup> {
+    pub fn describe_classic(&self, group: &str, api_version: i16) -> Option<ClassicDescribedGroup> {
         self.groups.get(group)?;
         let mut d = ClassicDescribedGroup::default()
             .with_group_id(GroupId(s(group)))

@@ -70,7 +70,11 @@ impl ConsumerGroups {
 
     /// Kafka's `throwIfConsumerGroupHeartbeatRequestIsInvalid` (4.x: v1 members bring their own
     /// id; a join may subscribe by names, by regex, or to nothing yet).
-    pub(super) fn validate(&self, version: i16, req: &ConsumerGroupHeartbeatRequest) -> Result<(), Refusal> {
+    pub(super) fn validate(
+        &self,
+        version: i16,
+        req: &ConsumerGroupHeartbeatRequest,
+    ) -> Result<(), Refusal> {
         let invalid = |m: &str| Err(Refusal(code::INVALID_REQUEST, m.to_string()));
         if req.group_id.is_empty() {
             return invalid("GroupId can't be empty.");

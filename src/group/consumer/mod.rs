@@ -42,14 +42,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, Hasher};
 
 pub use assignor::Assignor;
-pub use group::{ConsumerGroup, ConsumerGroupState, Reconciliation};
 pub use convert::{ClassicMemberSnapshot, ClassicSnapshot, Downgrade, MigrationPolicy};
+pub use group::{ConsumerGroup, ConsumerGroupState, Reconciliation};
 pub use member::{
     Assignment, ClassicMember, Member, MemberState, LEAVE_GROUP_MEMBER_EPOCH,
     LEAVE_GROUP_STATIC_MEMBER_EPOCH,
 };
 pub use offsets::OffsetFence;
-pub use record::{AssignmentRecord, ClassicMemberRecord, ConsumerGroupRecord, ConsumerMemberRecord};
+pub use record::{
+    AssignmentRecord, ClassicMemberRecord, ConsumerGroupRecord, ConsumerMemberRecord,
+};
 pub use topics::{TopicInfo, Topics};
 
 use super::Millis;

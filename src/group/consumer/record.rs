@@ -138,7 +138,11 @@ impl ConsumerGroups {
                     target: to_record(g.target.get(&m.id).unwrap_or(&empty)),
                     classic: m.classic.as_ref().map(|c| ClassicMemberRecord {
                         session_timeout_ms: c.session_timeout_ms,
-                        protocols: c.protocols.iter().map(|(n, b)| (n.clone(), hex(b))).collect(),
+                        protocols: c
+                            .protocols
+                            .iter()
+                            .map(|(n, b)| (n.clone(), hex(b)))
+                            .collect(),
                     }),
                 })
                 .collect(),

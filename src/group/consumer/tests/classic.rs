@@ -16,7 +16,7 @@ use kafka_protocol::protocol::Encodable;
 
 use super::*;
 use crate::group::consumer::classic::decode_assignment;
-use crate::group::consumer::{ConsumerGroupState, FenceCause, MemberState, OffsetFence};
+use crate::group::consumer::{ConsumerGroupState, MemberState};
 
 /// A ConsumerProtocolSubscription at `version` (owned partitions need v1+).
 pub(in crate::group) fn subscription(
@@ -152,7 +152,9 @@ impl Classic for H {
             .with_generation_id(generation)
             .with_protocol_type(Some(s("consumer")))
             .with_protocol_name(Some(s("range")));
-        let r = self.c.classic_sync(self.now, &cx(5), &req, &mut self.events);
+        let r = self
+            .c
+            .classic_sync(self.now, &cx(5), &req, &mut self.events);
         if r.error_code == 0 {
             // A classic client consumes exactly what its SyncGroup gives it.
             self.told
@@ -187,7 +189,9 @@ impl Classic for H {
                     })
                     .collect(),
             );
-        let r = self.c.classic_leave(self.now, &cx(5), &req, &mut self.events);
+        let r = self
+            .c
+            .classic_leave(self.now, &cx(5), &req, &mut self.events);
         self.check();
         r
     }
@@ -203,7 +207,7 @@ impl Classic for H {
 
 /// A consumer-protocol member "a" and a classic member "c", both Stable at epoch 2 with three
 /// partitions of foo each. Returns what a holds.
-fn stable_with_classic(h: &mut H) -> Parts {
+pub(super) fn stable_with_classic(h: &mut H) -> Parts {
     let a = with_consumer_member(h);
     h.classic_member("c", &["foo"]);
     let kept = assigned(&h.hb(Hb::beat("a", 1, &a))).unwrap();
@@ -217,7 +221,7 @@ fn stable_with_classic(h: &mut H) -> Parts {
 }
 
 /// A consumer-protocol member "a" owning all of foo, Stable at epoch 1.
-fn with_consumer_member(h: &mut H) -> Parts {
+pub(super) fn with_consumer_member(h: &mut H) -> Parts {
     let a = assigned(&h.hb(Hb::join("a", &["foo"]))).unwrap();
     assert_eq!(a, parts(&[(FOO, &[0, 1, 2, 3, 4, 5])]));
     h.hb(Hb::beat("a", 1, &a));
@@ -238,9 +242,16 @@ fn test_joining_consumer_group_with_new_dynamic_member() {
     let r = h.cjoin(Cj::new(&id, &["foo"], &[]));
     assert_eq!(r.error_code, 0);
     assert_eq!(r.member_id.as_str(), id);
-    assert_eq!(r.protocol_type.as_ref().map(|p| p.as_str()), Some("consumer"));
+    assert_eq!(
+        r.protocol_type.as_ref().map(|p| p.as_str()),
+        Some("consumer")
+    );
     assert_eq!(r.protocol_name.as_ref().map(|p| p.as_str()), Some("range"));
-    assert_eq!(r.leader.as_str(), "", "the coordinator assigns; nobody leads");
+    assert_eq!(
+        r.leader.as_str(),
+        "",
+        "the coordinator assigns; nobody leads"
+    );
     assert!(r.members.is_empty());
     let g = h.group();
     assert_eq!(g.group_epoch, 2);
@@ -259,7 +270,11 @@ fn test_joining_consumer_group_with_new_dynamic_member() {
     let r = h.hb(Hb::beat("a", 1, &a));
     let kept = assigned(&r).unwrap();
     h.hb(Hb::beat("a", 1, &kept));
-    assert_eq!(h.cbeat(&id, 2), 27, "rejoin to collect the released partitions");
+    assert_eq!(
+        h.cbeat(&id, 2),
+        27,
+        "rejoin to collect the released partitions"
+    );
     let r = h.cjoin(Cj::new(&id, &["foo"], &[]));
     assert_eq!(r.generation_id, 2);
     let got = decoded(&h.csync(&id, 2).assignment);
@@ -469,17 +484,35 @@ fn test_classic_group_sync_to_consumer_group_errors() {
             .error_code
     };
     // testClassicGroupSyncToConsumerGroupWithUnknownMemberId
-    assert_eq!(run(sync("nobody", None, generation, "consumer", "range")), 25);
+    assert_eq!(
+        run(sync("nobody", None, generation, "consumer", "range")),
+        25
+    );
     // testClassicGroupSyncToConsumerGroupWithFencedInstanceId
-    assert_eq!(run(sync("other", Some("i-c"), generation, "consumer", "range")), 82);
+    assert_eq!(
+        run(sync("other", Some("i-c"), generation, "consumer", "range")),
+        82
+    );
     // testClassicGroupSyncToConsumerGroupWithInconsistentGroupProtocol
-    assert_eq!(run(sync(&id, Some("i-c"), generation, "connect", "range")), 23);
-    assert_eq!(run(sync(&id, Some("i-c"), generation, "consumer", "roundrobin")), 23);
+    assert_eq!(
+        run(sync(&id, Some("i-c"), generation, "connect", "range")),
+        23
+    );
+    assert_eq!(
+        run(sync(&id, Some("i-c"), generation, "consumer", "roundrobin")),
+        23
+    );
     // testClassicGroupSyncToConsumerGroupWithIllegalGeneration
-    assert_eq!(run(sync(&id, Some("i-c"), generation + 1, "consumer", "range")), 22);
+    assert_eq!(
+        run(sync(&id, Some("i-c"), generation + 1, "consumer", "range")),
+        22
+    );
     // A consumer-protocol member cannot use the classic APIs.
     assert_eq!(run(sync("a", None, 1, "consumer", "range")), 25);
-    assert_eq!(run(sync(&id, Some("i-c"), generation, "consumer", "range")), 0);
+    assert_eq!(
+        run(sync(&id, Some("i-c"), generation, "consumer", "range")),
+        0
+    );
 }
 
 #[test]
@@ -526,8 +559,10 @@ fn test_classic_group_heartbeat_to_consumer_group_errors() {
             .with_group_instance_id(instance.map(s))
             .with_generation_id(gen)
     };
-    let mut run =
-        |req: HeartbeatRequest| h.c.classic_heartbeat(h.now, &cx(4), &req, &mut Vec::new()).error_code;
+    let mut run = |req: HeartbeatRequest| {
+        h.c.classic_heartbeat(h.now, &cx(4), &req, &mut Vec::new())
+            .error_code
+    };
     // testClassicGroupHeartbeatToConsumerWithUnknownMember
     assert_eq!(run(beat("nobody", None, 1)), 25);
     // testClassicGroupHeartbeatToConsumerWithFencedInstanceId
@@ -536,185 +571,4 @@ fn test_classic_group_heartbeat_to_consumer_group_errors() {
     assert_eq!(run(beat(&id, Some("i-c"), r.generation_id + 1)), 22);
     // testClassicGroupHeartbeatToConsumerWithMemberNotUsingClassicProtocol
     assert_eq!(run(beat("a", None, 1)), 25);
-}
-
-#[test]
-fn test_consumer_group_member_using_classic_protocol_fenced_when_session_timeout() {
-    let mut h = H::new();
-    with_consumer_member(&mut h);
-    h.classic_member("c", &["foo"]);
-    let epoch = h.group().group_epoch;
-    h.take_events();
-    h.advance(10_000);
-    assert!(!h.group().members.contains_key("c"));
-    assert_eq!(h.group().group_epoch, epoch + 1);
-    assert!(h.take_events().contains(&ConsumerEvent::MemberFenced {
-        group: G.into(),
-        cause: FenceCause::SessionTimeout,
-    }));
-}
-
-#[test]
-fn test_consumer_group_member_using_classic_protocol_fenced_when_join_timeout() {
-    let mut h = H::new();
-    stable_with_classic(&mut h);
-    h.hb(Hb::join("b", &["foo"]));
-    // Told to rejoin; it keeps heartbeating but never rejoins within its rebalance timeout.
-    h.take_events();
-    for _ in 0..3 {
-        assert_eq!(h.cbeat("c", 2), 27);
-        h.advance(9_000);
-    }
-    assert_eq!(h.cbeat("c", 2), 27);
-    h.advance(3_000);
-    assert!(!h.group().members.contains_key("c"));
-    assert!(h.take_events().contains(&ConsumerEvent::MemberFenced {
-        group: G.into(),
-        cause: FenceCause::JoinTimeout,
-    }));
-}
-
-#[test]
-fn test_consumer_group_member_using_classic_protocol_fenced_when_sync_timeout() {
-    let mut h = H::new();
-    with_consumer_member(&mut h);
-    let r = h.cjoin(Cj::new("c", &["foo"], &[]));
-    assert_eq!(r.error_code, 0);
-    for _ in 0..3 {
-        h.advance(9_000);
-        h.cbeat("c", r.generation_id);
-    }
-    h.advance(3_000);
-    assert!(!h.group().members.contains_key("c"), "no SyncGroup in 30000 ms");
-}
-
-#[test]
-fn test_consumer_group_member_using_classic_protocol_batch_leave_group() {
-    let mut h = H::new();
-    with_consumer_member(&mut h);
-    h.classic_member("c", &["foo"]);
-    let d = h.cjoin(Cj::new("", &["foo", "bar"], &[]).instance("i-d"));
-    let d_id = d.member_id.to_string();
-    assert!(h.group().subscription_metadata.contains_key("bar"));
-    let epoch = h.group().group_epoch;
-    // By id, by instance alone (an admin removal), unknown, and a consumer-protocol member.
-    let r = h.cleave(&[("c", None), ("", Some("i-d")), ("x", None), ("a", None)]);
-    let errors: Vec<i16> = r.members.iter().map(|m| m.error_code).collect();
-    assert_eq!(errors, vec![0, 0, 25, 25]);
-    assert_eq!(r.members[1].member_id.as_str(), d_id);
-    let g = h.group();
-    assert_eq!(g.members.keys().collect::<Vec<_>>(), vec!["a"]);
-    assert_eq!(g.group_epoch, epoch + 1, "one bump for the batch");
-    assert!(
-        !g.subscription_metadata.contains_key("bar"),
-        "the subscription metadata follows"
-    );
-}
-
-#[test]
-fn test_classic_group_leave_to_consumer_group_without_valid_leave_group_member() {
-    let mut h = H::new();
-    with_consumer_member(&mut h);
-    let epoch = h.group().group_epoch;
-    let r = h.cleave(&[("x", None), ("", Some("nobody"))]);
-    assert_eq!(
-        r.members.iter().map(|m| m.error_code).collect::<Vec<_>>(),
-        vec![25, 25]
-    );
-    assert_eq!(h.group().group_epoch, epoch);
-    // v0–2 answer one top-level error.
-    let req = LeaveGroupRequest::default()
-        .with_group_id(GroupId(s(G)))
-        .with_member_id(s("x"));
-    let r = h.c.classic_leave(h.now, &cx(1), &req, &mut Vec::new());
-    assert_eq!(r.error_code, 25);
-}
-
-#[test]
-fn test_validate_offset_commit_of_classic_member() {
-    let mut h = H::new();
-    with_consumer_member(&mut h);
-    let (generation, _) = h.classic_member("c", &["foo"]);
-    // Any OffsetCommit version; the generation must be the member epoch.
-    assert_eq!(
-        h.c.fence_offset_commit(G, "c", generation, 2),
-        OffsetFence::Accept
-    );
-    assert_eq!(
-        h.c.fence_offset_commit(G, "c", generation - 1, 8),
-        OffsetFence::Refuse(22)
-    );
-    assert_eq!(
-        h.c.fence_offset_fetch(G, Some("c"), generation + 1),
-        OffsetFence::Refuse(22)
-    );
-    // A consumer-protocol member still needs v9+ and its epoch.
-    assert_eq!(h.c.fence_offset_commit(G, "a", 1, 8), OffsetFence::Refuse(35));
-}
-
-#[test]
-fn test_consumer_heartbeat_replaces_classic_static_member() {
-    // Kafka's `testConsumerGroupHeartbeatFromExistingClassicStaticMember`: a consumer-protocol
-    // incarnation of a classic static member takes over without waiting for a release.
-    let mut h = H::new();
-    with_consumer_member(&mut h);
-    let r = h.cjoin(Cj::new("", &["foo"], &[]).instance("i-c"));
-    let old = r.member_id.to_string();
-    let r = h.hb(Hb::join("c2", &["foo"]).instance("i-c"));
-    assert_eq!(r.error_code, 0);
-    let g = h.group();
-    assert!(!g.members.contains_key(&old));
-    assert!(!g.members["c2"].uses_classic_protocol());
-}
-
-#[test]
-fn test_classic_member_survives_record_and_load() {
-    let mut h = H::new();
-    let a = with_consumer_member(&mut h);
-    h.classic_member("c", &["foo"]);
-    h.hb(Hb::beat("a", 1, &a));
-    let record = h.c.record(G).unwrap();
-    let json = serde_json::to_string(&record).unwrap();
-    assert!(json.contains("\"classic\""));
-    let back: crate::group::consumer::ConsumerGroupRecord = serde_json::from_str(&json).unwrap();
-    assert_eq!(back, record);
-    let mut h2 = H::new();
-    assert!(h2.c.load(h2.now, vec![back], &mut Vec::new()).is_empty());
-    let m = &h2.group().members["c"];
-    assert_eq!(m.classic, h.group().members["c"].classic);
-    // Its session is its classic session timeout, not the consumer one.
-    h2.advance(10_000);
-    assert!(!h2.group().members.contains_key("c"));
-    assert!(h2.group().members.contains_key("a"));
-    // A record written before classic members were served still loads.
-    let mut value: serde_json::Value = serde_json::from_str(&json).unwrap();
-    for m in value["members"].as_array_mut().unwrap() {
-        m.as_object_mut().unwrap().remove("classic");
-    }
-    let r: crate::group::consumer::ConsumerGroupRecord = serde_json::from_value(value).unwrap();
-    assert!(r.members.iter().all(|m| m.classic.is_none()));
-}
-
-#[test]
-fn test_describe_groups_and_list_groups_of_a_consumer_group() {
-    let mut h = H::new();
-    with_consumer_member(&mut h);
-    // Kafka 4 looks the id up as a classic group: Dead, and from v6 GROUP_ID_NOT_FOUND.
-    let d = h.c.describe_classic(G, 5).unwrap();
-    assert_eq!((d.group_state.as_str(), d.error_code), ("Dead", 0));
-    let d = h.c.describe_classic(G, 6).unwrap();
-    assert_eq!(d.error_code, 69);
-    assert_eq!(
-        d.error_message.as_ref().map(|m| m.as_str()),
-        Some("Group g is not a classic group.")
-    );
-    assert!(h.c.describe_classic("other", 6).is_none());
-    let l = h.c.list(&[], &[]);
-    assert_eq!(l.len(), 1);
-    assert_eq!(l[0].group_state.as_str(), "Stable");
-    assert_eq!(l[0].group_type.as_str(), "consumer");
-    assert_eq!(l[0].protocol_type.as_str(), "consumer");
-    assert_eq!(h.c.list(&["STABLE"], &["Consumer"]).len(), 1);
-    assert!(h.c.list(&["empty"], &[]).is_empty());
-    assert!(h.c.list(&[], &["classic"]).is_empty());
 }

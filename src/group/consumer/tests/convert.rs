@@ -7,11 +7,11 @@ use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as As
 use kafka_protocol::messages::ConsumerProtocolAssignment;
 use kafka_protocol::protocol::Encodable;
 
-use super::classic::{cx, decoded, subscription, Classic, Cj};
+use super::classic::{cx, decoded, subscription, Cj, Classic};
 use super::*;
 use crate::group::consumer::{
-    ClassicMemberSnapshot, ClassicSnapshot, ConsumerGroupState, Downgrade, FenceCause,
-    MemberState, MigrationPolicy,
+    ClassicMemberSnapshot, ClassicSnapshot, ConsumerGroupState, Downgrade, FenceCause, MemberState,
+    MigrationPolicy,
 };
 
 fn assignment(parts: &[(&str, &[i32])]) -> Bytes {
@@ -63,10 +63,13 @@ pub(super) fn stable_classic() -> ClassicSnapshot {
     }
 }
 
-fn upgrade(h: &mut H, snapshot: &ClassicSnapshot, hb: Hb) -> (ConsumerGroupHeartbeatResponse, bool) {
-    let r = h
-        .c
-        .upgrade_from(h.now, &cx(hb.1), snapshot, &hb.0, &mut h.events);
+fn upgrade(
+    h: &mut H,
+    snapshot: &ClassicSnapshot,
+    hb: Hb,
+) -> (ConsumerGroupHeartbeatResponse, bool) {
+    let r =
+        h.c.upgrade_from(h.now, &cx(hb.1), snapshot, &hb.0, &mut h.events);
     h.check();
     r
 }
@@ -129,7 +132,10 @@ fn test_upgrade_refused_for_other_protocol_types_sizes_and_garbage() {
     let (r, upgraded) = upgrade(&mut h, &connect, Hb::join("a", &["foo"]));
     assert!(!upgraded);
     assert_eq!(r.error_code, 69);
-    assert!(r.error_message.unwrap().contains("does not use the consumer embedded protocol"));
+    assert!(r
+        .error_message
+        .unwrap()
+        .contains("does not use the consumer embedded protocol"));
 
     let mut garbage = stable_classic();
     garbage.members[1].assignment = Bytes::from_static(&[0, 1, 0xff]);
@@ -148,7 +154,10 @@ fn test_upgrade_refused_for_other_protocol_types_sizes_and_garbage() {
     });
     let (r, upgraded) = upgrade(&mut h, &stable_classic(), Hb::join("a", &["foo"]));
     assert!(!upgraded);
-    assert!(r.error_message.unwrap().contains("exceeds the consumer group maximum size"));
+    assert!(r
+        .error_message
+        .unwrap()
+        .contains("exceeds the consumer group maximum size"));
     assert!(!h.c.contains(G));
 }
 
@@ -176,12 +185,18 @@ fn test_upgrade_rolled_back_when_the_heartbeat_fails() {
 /// rejoin, give up a partition each (cooperatively) and end Stable at epoch 4.
 fn settle_classic(h: &mut H) {
     for c in ["c1", "c2"] {
-        let owned: Vec<i32> = h.group().members[c].assigned[&id(FOO)].iter().copied().collect();
+        let owned: Vec<i32> = h.group().members[c].assigned[&id(FOO)]
+            .iter()
+            .copied()
+            .collect();
         h.told.insert((G.into(), c.into()), parts(&[(FOO, &owned)]));
     }
     for c in ["c1", "c2"] {
         assert_eq!(h.cbeat(c, 3), 27);
-        let owned: Vec<i32> = h.group().members[c].assigned[&id(FOO)].iter().copied().collect();
+        let owned: Vec<i32> = h.group().members[c].assigned[&id(FOO)]
+            .iter()
+            .copied()
+            .collect();
         let j = h.cjoin(Cj::new(c, &["foo"], &[("foo", &owned)]));
         assert_eq!(j.generation_id, 3);
         let kept = decoded(&h.csync(c, 3).assignment);
@@ -217,20 +232,36 @@ fn test_last_consumer_protocol_member_leaving_consumer_group() {
     let Downgrade { snapshot, cause } = &downgrades[0];
     assert_eq!(*cause, FenceCause::Leave);
     assert!(!h.c.contains(G), "the consumer group is gone");
-    assert!(h.c.take_dirty().contains(G), "its record must go (a tombstone)");
+    assert!(
+        h.c.take_dirty().contains(G),
+        "its record must go (a tombstone)"
+    );
     assert!(h.c.record(G).is_none());
     assert_eq!(h.c.timer_count(), 0);
-    assert_eq!(snapshot.generation, 4, "the group epoch becomes the generation");
+    assert_eq!(
+        snapshot.generation, 4,
+        "the group epoch becomes the generation"
+    );
     assert_eq!(snapshot.protocol_type.as_deref(), Some("consumer"));
     assert_eq!(snapshot.protocol_name.as_deref(), Some("range"));
     assert_eq!(snapshot.leader.as_deref(), Some("c1"));
-    let ids: Vec<&str> = snapshot.members.iter().map(|m| m.member_id.as_str()).collect();
+    let ids: Vec<&str> = snapshot
+        .members
+        .iter()
+        .map(|m| m.member_id.as_str())
+        .collect();
     assert_eq!(ids, vec!["c1", "c2"]);
     let c1 = &snapshot.members[0];
-    assert_eq!((c1.session_timeout_ms, c1.rebalance_timeout_ms), (10_000, 30_000));
+    assert_eq!(
+        (c1.session_timeout_ms, c1.rebalance_timeout_ms),
+        (10_000, 30_000)
+    );
     assert_eq!(c1.protocols.len(), 2);
     // Each member's assignment is its target, encoded at its subscription's version.
-    let want: Parts = target_c1.iter().map(|(t, ps)| (t.as_u128(), ps.clone())).collect();
+    let want: Parts = target_c1
+        .iter()
+        .map(|(t, ps)| (t.as_u128(), ps.clone()))
+        .collect();
     assert_eq!(decoded(&c1.assignment), want);
     assert_eq!(i16::from_be_bytes([c1.assignment[0], c1.assignment[1]]), 1);
     assert!(h.c.take_downgrades().is_empty(), "taken once");
@@ -300,10 +331,16 @@ fn test_no_downgrade_while_a_consumer_protocol_member_remains() {
 #[test]
 fn test_migration_policy_names() {
     assert_eq!(MigrationPolicy::default(), MigrationPolicy::Bidirectional);
-    assert_eq!(ConsumerConfig::default().migration_policy, MigrationPolicy::Bidirectional);
+    assert_eq!(
+        ConsumerConfig::default().migration_policy,
+        MigrationPolicy::Bidirectional
+    );
     for p in ["disabled", "upgrade", "downgrade", "bidirectional"] {
         assert_eq!(MigrationPolicy::parse(p).unwrap().name(), p);
     }
-    assert_eq!(MigrationPolicy::parse("UPGRADE"), Some(MigrationPolicy::Upgrade));
+    assert_eq!(
+        MigrationPolicy::parse("UPGRADE"),
+        Some(MigrationPolicy::Upgrade)
+    );
     assert_eq!(MigrationPolicy::parse("sideways"), None);
 }

@@ -3,6 +3,7 @@
 //! as the coordinator records it and as the clients were told.
 
 mod classic;
+mod classic_members;
 mod convert;
 mod heartbeat;
 mod props;
