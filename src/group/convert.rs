@@ -8,7 +8,9 @@
 use bytes::Bytes;
 use indexmap::IndexMap;
 
-use super::consumer::{ClassicMemberSnapshot, ClassicSnapshot, FenceCause};
+use super::consumer::{
+    ClassicMemberSnapshot, ClassicSnapshot, Downgrade, DowngradeReason, FenceCause,
+};
 use super::group::{code, Group, Member, Protocol};
 use super::load::record;
 use super::persist::{Effect, Write};
@@ -66,17 +68,13 @@ impl Coordinator {
     /// Installs a consumer group that became classic again (`ConsumerGroups::take_downgrades`;
     /// Kafka's `ClassicGroup.fromConsumerGroup` and `convertToClassicGroup`): Stable at the
     /// snapshot's generation with its members, their protocols and assignments, every member's
-    /// session timer armed from `now`, the group record written, then a rebalance begins (the
-    /// reason follows `cause`, the way the last consumer-protocol member went), so the members
-    /// rejoin as a classic group on their next Heartbeat. A group of that id already here is
-    /// replaced.
-    pub fn import_classic(
-        &mut self,
-        now: Millis,
-        snapshot: ClassicSnapshot,
-        cause: FenceCause,
-        out: &mut Vec<Output>,
-    ) {
+    /// session timer armed from `now`, the group record written; then, when the downgrade asks
+    /// for it (`Downgrade::rebalances`), a rebalance begins whose reason follows the way the last
+    /// consumer-protocol member went, so the members rejoin as a classic group on their next
+    /// Heartbeat. A group of that id already here is replaced.
+    pub fn import_classic(&mut self, now: Millis, downgrade: Downgrade, out: &mut Vec<Output>) {
+        let rebalance = downgrade.rebalances();
+        let Downgrade { snapshot, reason } = downgrade;
         self.run_timers(now, out);
         let id = snapshot.group_id.clone();
         let (groups, _, mut cx) = self.parts(now, out);
@@ -105,13 +103,16 @@ impl Coordinator {
         }
         let written = record(&g, now, None);
         cx.persist(&g, || Write::Record(written), Effect::None);
-        let reason = match cause {
-            FenceCause::Leave => RebalanceReason::Leave,
-            FenceCause::SessionTimeout => RebalanceReason::SessionExpiry,
-            FenceCause::JoinTimeout => RebalanceReason::JoinTimeout,
-            FenceCause::RebalanceTimeout | FenceCause::SyncTimeout => RebalanceReason::SyncTimeout,
+        let reason = match reason {
+            DowngradeReason::Fenced(FenceCause::Leave) => RebalanceReason::Leave,
+            DowngradeReason::Fenced(FenceCause::SessionTimeout) => RebalanceReason::SessionExpiry,
+            DowngradeReason::Fenced(FenceCause::JoinTimeout) => RebalanceReason::JoinTimeout,
+            DowngradeReason::Fenced(FenceCause::RebalanceTimeout | FenceCause::SyncTimeout) => {
+                RebalanceReason::SyncTimeout
+            }
+            DowngradeReason::StaticMemberReplaced { .. } => RebalanceReason::StaticProtocolChange,
         };
-        if !g.members.is_empty() {
+        if rebalance && !g.members.is_empty() {
             prepare_rebalance(&mut g, &mut cx, reason);
         }
         groups.insert(id, g);
@@ -331,7 +332,11 @@ mod tests {
         snap.protocol_name = None;
         h.events.clear();
         let mut out = Vec::new();
-        h.c.import_classic(h.now, snap, FenceCause::Leave, &mut out);
+        let d = Downgrade {
+            snapshot: snap,
+            reason: DowngradeReason::Fenced(FenceCause::Leave),
+        };
+        h.c.import_classic(h.now, d, &mut out);
         h.absorb(out);
         let g = h.group();
         assert_eq!((g.state, g.generation), (GroupState::PreparingRebalance, 7));
@@ -368,7 +373,11 @@ mod tests {
         let snap = h.c.export_classic(h.now, G, &mut out).unwrap();
         h.absorb(out);
         let mut out = Vec::new();
-        h.c.import_classic(h.now, snap, FenceCause::SessionTimeout, &mut out);
+        let d = Downgrade {
+            snapshot: snap,
+            reason: DowngradeReason::Fenced(FenceCause::SessionTimeout),
+        };
+        h.c.import_classic(h.now, d, &mut out);
         h.absorb(out);
         // Only the first member keeps its session alive.
         for _ in 0..3 {
@@ -421,7 +430,7 @@ mod tests {
         let d = downgrades.into_iter().next().unwrap();
         assert_eq!(d.snapshot.generation, 2);
         let mut out = Vec::new();
-        h.c.import_classic(h.now, d.snapshot, d.cause, &mut out);
+        h.c.import_classic(h.now, d, &mut out);
         h.absorb(out);
         assert_eq!(h.state(), GroupState::PreparingRebalance);
         assert_eq!(h.heartbeat(&ids[1], 2), 27);

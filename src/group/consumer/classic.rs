@@ -227,6 +227,12 @@ impl ConsumerGroups {
             },
         };
         let is_new = !group.members.contains_key(&member.id) && replaced.is_none();
+        // The incarnation replaced used the consumer protocol: maybe the last one to (step 4 of
+        // Kafka's `classicGroupJoinToConsumerGroup`).
+        let replaced_consumer = replaced
+            .as_ref()
+            .and_then(|old| group.members.get(old))
+            .is_some_and(|m| !m.uses_classic_protocol());
 
         // Validated: from here on the group changes.
         let topics = &self.topics;
@@ -329,18 +335,25 @@ impl ConsumerGroups {
                 state: group.state,
             });
         }
+        let protocol = first_protocol(&current).to_string();
+        let response = JoinGroupResponse::default()
+            .with_member_id(s(&current.id))
+            .with_generation_id(current.member_epoch)
+            .with_protocol_type(Some(s(CONSUMER_PROTOCOL_TYPE)))
+            .with_protocol_name(Some(s(&protocol)));
+        if replaced_consumer
+            && self.maybe_downgrade_after_replacement(group_id, subscription_changed)
+        {
+            // The classic side serves this member from now on (its SyncGroup included).
+            return Ok(response);
+        }
         self.timers.cancel_kind(group_id, &current.id, &Kind::Join);
         let session = now + req.session_timeout_ms.max(0) as u64;
         self.timers
             .arm(group_id, &current.id, Kind::Session, session);
         let sync = now + current.rebalance_timeout_ms.max(0) as u64;
         self.timers.arm(group_id, &current.id, Kind::Sync, sync);
-        let protocol = first_protocol(&current);
-        Ok(JoinGroupResponse::default()
-            .with_member_id(s(&current.id))
-            .with_generation_id(current.member_epoch)
-            .with_protocol_type(Some(s(CONSUMER_PROTOCOL_TYPE)))
-            .with_protocol_name(Some(s(protocol))))
+        Ok(response)
     }
 
     /// SyncGroup of a classic member of a consumer group: its current assignment, at once.

@@ -103,12 +103,33 @@ pub struct ClassicMemberSnapshot {
 }
 
 /// A consumer group that became a classic group again: install `snapshot` on the classic side
-/// and start a rebalance there (`Coordinator::import_classic`).
+/// (`Coordinator::import_classic`), which starts a rebalance when `rebalances()` says so.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Downgrade {
     pub snapshot: ClassicSnapshot,
-    /// Why the last consumer-protocol member went.
-    pub cause: FenceCause,
+    pub reason: DowngradeReason,
+}
+
+/// How the last consumer-protocol member went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DowngradeReason {
+    /// It left or was fenced: the classic group rebalances (Kafka's "for member leaving").
+    Fenced(FenceCause),
+    /// It was a static member replaced by a classic-protocol incarnation (a JoinGroup with its
+    /// instance id): a rebalance only if the subscription changed.
+    StaticMemberReplaced { subscription_changed: bool },
+}
+
+impl Downgrade {
+    /// Whether the classic group must start a rebalance once installed.
+    pub fn rebalances(&self) -> bool {
+        match self.reason {
+            DowngradeReason::Fenced(_) => true,
+            DowngradeReason::StaticMemberReplaced {
+                subscription_changed,
+            } => subscription_changed,
+        }
+    }
 }
 
 impl ConsumerGroups {
@@ -285,7 +306,10 @@ impl ConsumerGroups {
                 group: group_id.to_string(),
                 cause,
             });
-            self.downgrades.push(Downgrade { snapshot, cause });
+            self.downgrades.push(Downgrade {
+                snapshot,
+                reason: DowngradeReason::Fenced(cause),
+            });
             return;
         }
         fence_member(g, &mut self.timers, &self.topics, member_id, cause, out);
@@ -296,6 +320,39 @@ impl ConsumerGroups {
     /// and `record` is `None` (write the tombstone).
     pub fn take_downgrades(&mut self) -> Vec<Downgrade> {
         std::mem::take(&mut self.downgrades)
+    }
+}
+
+impl ConsumerGroups {
+    /// After a classic JoinGroup replaced the static member `replaced` (which used the consumer
+    /// protocol): if every member now uses the classic protocol and the policy allows, the group
+    /// goes back to the classic side (Kafka's `validateOnlineDowngradeWithReplacedMember`). True if
+    /// it did.
+    pub(super) fn maybe_downgrade_after_replacement(
+        &mut self,
+        group_id: &str,
+        subscription_changed: bool,
+    ) -> bool {
+        let Some(g) = self.groups.get(group_id) else {
+            return false;
+        };
+        let allowed = g.members.values().all(|m| m.uses_classic_protocol())
+            && self.config.migration_policy.downgrade_enabled()
+            && g.members.len() <= self.config.classic_max_size;
+        if !allowed {
+            return false;
+        }
+        let snapshot = to_classic(g, "", &self.topics);
+        self.groups.remove(group_id);
+        self.timers.cancel_group(group_id);
+        self.dirty.insert(group_id.to_string());
+        self.downgrades.push(Downgrade {
+            snapshot,
+            reason: DowngradeReason::StaticMemberReplaced {
+                subscription_changed,
+            },
+        });
+        true
     }
 }
 

@@ -42,7 +42,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, Hasher};
 
 pub use assignor::Assignor;
-pub use convert::{ClassicMemberSnapshot, ClassicSnapshot, Downgrade, MigrationPolicy};
+pub use convert::{
+    ClassicMemberSnapshot, ClassicSnapshot, Downgrade, DowngradeReason, MigrationPolicy,
+};
 pub use group::{ConsumerGroup, ConsumerGroupState, Reconciliation};
 pub use member::{
     Assignment, ClassicMember, Member, MemberState, LEAVE_GROUP_MEMBER_EPOCH,

@@ -10,8 +10,8 @@ use kafka_protocol::protocol::Encodable;
 use super::classic::{cx, decoded, subscription, Cj, Classic};
 use super::*;
 use crate::group::consumer::{
-    ClassicMemberSnapshot, ClassicSnapshot, ConsumerGroupState, Downgrade, FenceCause, MemberState,
-    MigrationPolicy,
+    ClassicMemberSnapshot, ClassicSnapshot, ConsumerGroupState, Downgrade, DowngradeReason,
+    FenceCause, MemberState, MigrationPolicy,
 };
 
 fn assignment(parts: &[(&str, &[i32])]) -> Bytes {
@@ -229,8 +229,9 @@ fn test_last_consumer_protocol_member_leaving_consumer_group() {
     assert_eq!((r.error_code, r.member_epoch), (0, -1));
     let downgrades = h.c.take_downgrades();
     assert_eq!(downgrades.len(), 1);
-    let Downgrade { snapshot, cause } = &downgrades[0];
-    assert_eq!(*cause, FenceCause::Leave);
+    let Downgrade { snapshot, reason } = &downgrades[0];
+    assert_eq!(*reason, DowngradeReason::Fenced(FenceCause::Leave));
+    assert!(downgrades[0].rebalances());
     assert!(!h.c.contains(G), "the consumer group is gone");
     assert!(
         h.c.take_dirty().contains(G),
@@ -283,7 +284,10 @@ fn test_last_consumer_protocol_member_session_timeout_in_consumer_group() {
         }
     });
     assert_eq!(d.len(), 1);
-    assert_eq!(d[0].cause, FenceCause::SessionTimeout);
+    assert_eq!(
+        d[0].reason,
+        DowngradeReason::Fenced(FenceCause::SessionTimeout)
+    );
 }
 
 #[test]
@@ -343,4 +347,80 @@ fn test_migration_policy_names() {
         Some(MigrationPolicy::Upgrade)
     );
     assert_eq!(MigrationPolicy::parse("sideways"), None);
+}
+
+#[test]
+fn test_last_static_consumer_protocol_member_replaced_by_classic_protocol_member() {
+    let mut h = H::new();
+    let (r, upgraded) = upgrade(
+        &mut h,
+        &stable_classic(),
+        Hb::join("a", &["foo"]).instance("i-a"),
+    );
+    assert!(upgraded && r.error_code == 0);
+    settle_classic(&mut h);
+    let a_target = h.group().target["a"].clone();
+    let epoch = h.group().group_epoch;
+    // The static member's process restarts with the classic protocol, same subscription.
+    let j = h.cjoin(Cj::new("", &["foo"], &[]).instance("i-a"));
+    assert_eq!(j.error_code, 0);
+    let new_id = j.member_id.to_string();
+    assert!(
+        !h.c.contains(G),
+        "every member is classic now: back to the classic side"
+    );
+    let d = h.c.take_downgrades();
+    assert_eq!(d.len(), 1);
+    assert_eq!(
+        d[0].reason,
+        DowngradeReason::StaticMemberReplaced {
+            subscription_changed: false
+        }
+    );
+    assert!(!d[0].rebalances());
+    let snap = &d[0].snapshot;
+    assert_eq!(snap.generation, epoch);
+    let joiner = snap.members.iter().find(|m| m.member_id == new_id).unwrap();
+    assert_eq!(joiner.group_instance_id.as_deref(), Some("i-a"));
+    // It takes over the replaced member's target.
+    let want: Parts = a_target
+        .iter()
+        .map(|(t, ps)| (t.as_u128(), ps.clone()))
+        .collect();
+    assert_eq!(decoded(&joiner.assignment), want);
+    assert_eq!(snap.members.len(), 3);
+}
+
+#[test]
+fn test_static_replacement_with_new_subscription_downgrades_with_a_rebalance() {
+    let mut h = H::new();
+    upgrade(
+        &mut h,
+        &stable_classic(),
+        Hb::join("a", &["foo"]).instance("i-a"),
+    );
+    settle_classic(&mut h);
+    h.cjoin(Cj::new("", &["foo", "bar"], &[]).instance("i-a"));
+    let d = h.c.take_downgrades();
+    assert_eq!(
+        d[0].reason,
+        DowngradeReason::StaticMemberReplaced {
+            subscription_changed: true
+        }
+    );
+    assert!(d[0].rebalances());
+}
+
+#[test]
+fn test_static_replacement_keeps_consumer_group_while_consumer_members_remain() {
+    let mut h = H::new();
+    upgrade(
+        &mut h,
+        &stable_classic(),
+        Hb::join("a", &["foo"]).instance("i-a"),
+    );
+    h.hb(Hb::join("b", &["foo"]));
+    h.cjoin(Cj::new("", &["foo"], &[]).instance("i-a"));
+    assert!(h.c.take_downgrades().is_empty());
+    assert!(h.c.contains(G));
 }
