@@ -1,25 +1,36 @@
 //! Kafka's consumer group protocol (KIP-848): ConsumerGroupHeartbeat (API 68) v0–1 and
 //! ConsumerGroupDescribe (API 69) v0–1, with server-side assignment and incremental reconciliation,
-//! as a pure state machine beside the classic coordinator (no tokio, no sockets, no clock reads:
-//! time is passed in). The semantics are Apache Kafka 4's group coordinator (`GroupMetadataManager`,
+//! and the classic-protocol members Kafka 4 serves in a consumer group, as a pure state machine
+//! beside the classic coordinator (no tokio, no sockets, no clock reads: time is passed in). The semantics are Apache Kafka 4's group coordinator (`GroupMetadataManager`,
 //! `ConsumerGroup`, `CurrentAssignmentBuilder`, `TargetAssignmentBuilder`, `UniformAssignor`,
 //! `RangeAssignor`).
 //!
 //! Layout: `member.rs`, `group.rs` (data and queries), `reconcile.rs` (one member towards its
 //! target), `assignor/` (`uniform`, `range`), `heartbeat.rs` (join, heartbeat, leave, timeouts),
-//! `describe.rs`, `offsets.rs` (OffsetCommit/OffsetFetch fenced by member epoch), `topics.rs`
-//! (topic metadata input, regexes), `timers.rs`.
+//! `classic.rs` (classic-protocol members: JoinGroup/SyncGroup/Heartbeat/LeaveGroup of a consumer
+//! group), `convert.rs` (online upgrade from and downgrade to classic groups), `describe.rs`,
+//! `offsets.rs` (OffsetCommit/OffsetFetch fenced by member epoch), `topics.rs` (topic metadata
+//! input, regexes), `timers.rs`.
 //!
 //! For the shell:
 //! - Topic metadata comes in through `set_topics` (ids, names, partition counts); groups whose
 //!   subscribed topics or regex matches change get a new group epoch, so their next heartbeat
 //!   computes a new target.
-//! - `heartbeat` answers at once (nothing parks). Call `tick(now)` when `now >= next_deadline()`:
-//!   expired sessions and rebalance timeouts fence their members.
-//! - One group-id namespace with the classic coordinator is the caller's job: a heartbeat for an
-//!   id that names a non-empty classic group is answered GROUP_ID_NOT_FOUND ("not a consumer
-//!   group") before it gets here; an empty classic group is deleted first (Kafka's
-//!   `getOrMaybeCreateConsumerGroup`). `contains` tells the classic side an id is taken.
+//! - Every call answers at once (nothing parks, the classic APIs included). Call `tick(now)` when
+//!   `now >= next_deadline()`: expired sessions, rebalance, join and sync timeouts fence members.
+//! - One group-id namespace with the classic coordinator is the caller's job. A
+//!   ConsumerGroupHeartbeat for an id that names a classic group: an empty one is deleted first (Kafka's
+//!   `getOrMaybeCreateConsumerGroup`); a non-empty one is an upgrade when the heartbeat joins (epoch
+//!   0): `upgrade_from` with the classic side's snapshot, and the classic side drops the group only
+//!   if it returns `true`; otherwise GROUP_ID_NOT_FOUND ("not a consumer group").
+//! - Classic JoinGroup for an id where `serves_classic_join` is true goes to `classic_join`; an empty
+//!   consumer group is deleted first and the JoinGroup goes to the classic side (Kafka's
+//!   `classicGroupJoin`). SyncGroup, Heartbeat, LeaveGroup for a consumer group's id go to
+//!   `classic_sync`, `classic_heartbeat`, `classic_leave`. `contains` tells the classic side an id
+//!   is taken.
+//! - After every call and `tick`: `take_downgrades` gives the groups that became classic again, for
+//!   the classic side's `import_classic`; `take_dirty` names the records to write (a downgraded
+//!   group's record is `None`: its tombstone).
 
 mod assignor;
 mod classic;
