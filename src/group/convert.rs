@@ -77,6 +77,10 @@ impl Coordinator {
         let Downgrade { snapshot, reason } = downgrade;
         self.run_timers(now, out);
         let id = snapshot.group_id.clone();
+        // Not expected (one namespace), but no parked call may go unanswered.
+        if self.groups.contains_key(&id) {
+            self.export_classic(now, &id, out);
+        }
         let (groups, _, mut cx) = self.parts(now, out);
         cx.timers.cancel_group(&id);
         let mut g = restore(snapshot, now);
@@ -363,6 +367,29 @@ mod tests {
         assert_eq!(h.jres(t[0]).generation_id, 8);
         h.sync_all(&ids, "B");
         assert_eq!(h.state(), GroupState::Stable);
+    }
+
+    #[test]
+    fn import_over_an_existing_group_answers_its_parked_calls() {
+        let mut h = Harness::new();
+        let ids = stable_consumer_group(&mut h);
+        let snap = h.c.classic_snapshot(G).unwrap();
+        let (_, parked) = h.new_member(jr());
+        assert!(!h.answered(parked));
+        let mut out = Vec::new();
+        let d = Downgrade {
+            snapshot: snap,
+            reason: DowngradeReason::StaticMemberReplaced {
+                subscription_changed: false,
+            },
+        };
+        h.c.import_classic(h.now, d, &mut out);
+        h.absorb(out);
+        assert_eq!(h.jres(parked).error_code, 27);
+        assert!(h.all_answered());
+        // No rebalance asked: Stable, and the members heartbeat on.
+        assert_eq!(h.state(), GroupState::Stable);
+        assert_eq!(h.heartbeat(&ids[1], 1), 0);
     }
 
     #[test]

@@ -160,7 +160,11 @@ impl ConsumerGroups {
             return refused(r);
         }
         let group_id = classic.group_id.clone();
-        if req.member_epoch != 0 || req.group_id.as_str() != group_id {
+        // A consumer group of that id already (not expected: one namespace) is never replaced.
+        if req.member_epoch != 0
+            || req.group_id.as_str() != group_id
+            || self.groups.contains_key(&group_id)
+        {
             return refused(Refusal(
                 code::GROUP_ID_NOT_FOUND,
                 format!("Group {group_id} is not a consumer group."),
