@@ -4,6 +4,7 @@
 
 mod classic;
 mod classic_members;
+mod classic_props;
 mod convert;
 mod heartbeat;
 mod props;
