@@ -126,11 +126,13 @@ fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
 }
 
-fn join_error(error: i16, member_id: &str) -> JoinGroupResponse {
+/// A JoinGroup error: no generation, no protocol (null from v7, "" before, as the classic side).
+fn join_error(version: i16, error: i16, member_id: &str) -> JoinGroupResponse {
     JoinGroupResponse::default()
         .with_error_code(error)
         .with_generation_id(-1)
         .with_member_id(s(member_id))
+        .with_protocol_name((version < 7).then(StrBytes::default))
 }
 
 fn sync_error(error: i16) -> SyncGroupResponse {
@@ -159,7 +161,7 @@ impl ConsumerGroups {
         let group_id = req.group_id.as_str();
         let response = self.join_classic(now, cx, req, out);
         self.note(group_id);
-        response.unwrap_or_else(|(code, member)| join_error(code, &member))
+        response.unwrap_or_else(|(code, member)| join_error(cx.api_version, code, &member))
     }
 
     fn join_classic(

@@ -2,7 +2,10 @@
 //! `testConsumerGroupMemberUsingClassicProtocolFencedWhen…` and `…BatchLeaveGroup…` cases, the
 //! offset fence of a classic member, its record, and the classic describe and list views.
 
-use kafka_protocol::messages::{ConsumerGroupDescribeRequest, LeaveGroupRequest};
+use kafka_protocol::messages::{
+    ConsumerGroupDescribeRequest, HeartbeatRequest, LeaveGroupRequest, SyncGroupRequest,
+};
+use kafka_protocol::protocol::Encodable;
 
 use super::classic::{cx, stable_with_classic, with_consumer_member, Cj, Classic};
 use super::*;
@@ -207,4 +210,67 @@ fn test_consumer_group_describe_with_classic_member() {
         .map(|m| (m.member_id.to_string(), m.member_type))
         .collect();
     assert_eq!(types, vec![("a".into(), 1), ("c".into(), 0)]);
+}
+
+/// Every answer of the classic APIs encodes at the version it was asked at (success and error).
+#[test]
+fn classic_responses_encode_at_every_version() {
+    fn encodes(r: &impl Encodable, v: i16) {
+        let mut buf = bytes::BytesMut::new();
+        assert!(r.encode(&mut buf, v).is_ok(), "v{v}");
+    }
+    let mut h = H::new();
+    with_consumer_member(&mut h);
+    for v in 0..=9 {
+        let mut j = Cj::new(&format!("c{v}"), &["foo"], &[]);
+        j.version = v;
+        let ok = h.cjoin(j.clone());
+        assert_eq!(ok.error_code, 0, "v{v}");
+        encodes(&ok, v);
+        let bad = h.cjoin(j.with(|r| r.protocol_type = s("connect")));
+        assert_eq!(bad.error_code, 23);
+        encodes(&bad, v);
+    }
+    let unknown = h.cjoin(Cj::new("", &["foo"], &[]));
+    assert_eq!(unknown.error_code, 79);
+    encodes(&unknown, 5);
+    for v in 0..=5 {
+        for member in ["c0", "nobody"] {
+            let mut req = SyncGroupRequest::default()
+                .with_group_id(GroupId(s(G)))
+                .with_member_id(s(member))
+                .with_generation_id(h.epoch_of("c0"));
+            if v >= 5 {
+                req = req
+                    .with_protocol_type(Some(s("consumer")))
+                    .with_protocol_name(Some(s("range")));
+            }
+            let r = h.c.classic_sync(h.now, &cx(v), &req, &mut Vec::new());
+            encodes(&r, v);
+        }
+    }
+    for v in 0..=4 {
+        let req = HeartbeatRequest::default()
+            .with_group_id(GroupId(s(G)))
+            .with_member_id(s("c0"))
+            .with_generation_id(h.epoch_of("c0"));
+        encodes(
+            &h.c.classic_heartbeat(h.now, &cx(v), &req, &mut Vec::new()),
+            v,
+        );
+    }
+    for v in 0..=5 {
+        let mut req = LeaveGroupRequest::default().with_group_id(GroupId(s(G)));
+        if v >= 3 {
+            req.members = vec![
+                kafka_protocol::messages::leave_group_request::MemberIdentity::default()
+                    .with_member_id(s(&format!("c{v}"))),
+            ];
+        } else {
+            req.member_id = s(&format!("c{v}"));
+        }
+        let r = h.c.classic_leave(h.now, &cx(v), &req, &mut Vec::new());
+        assert_eq!(r.error_code, 0);
+        encodes(&r, v);
+    }
 }
