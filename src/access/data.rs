@@ -190,10 +190,12 @@ fn metadata(ctx: &Ctx, frame: &Bytes) -> Result<Verdict, FrameError> {
     let mut reduced = None;
     if let Some(topics) = &mut request.topics {
         refused = refuse(topics, |t| {
-            let by_id = !t.topic_id.is_nil() && t.name.as_ref().is_none_or(|n| n.0.is_empty());
+            let by_id = crate::topics::metadata::asked_by_id(t);
             match (&t.name, by_id) {
-                (_, true) => (ctx.topic_name)(t.topic_id)
-                    .is_none_or(|name| ctx.allowed(TOPIC, &name, Operation::Describe)),
+                (_, true) => match (ctx.topic_name)(t.topic_id) {
+                    Some(name) => ctx.allowed(TOPIC, &name, Operation::Describe),
+                    None => true, // An id no topic has: answered UNKNOWN_TOPIC_ID.
+                },
                 (Some(name), false) => ctx.allowed(TOPIC, name, Operation::Describe),
                 (None, false) => false,
             }

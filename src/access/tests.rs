@@ -491,8 +491,13 @@ fn metadata_by_topic_id_is_checked_by_the_topics_name() {
     let f = Fixture::new();
     let billing = uuid::Uuid::from_u128(1 << 100); // the fixture's registry: `billing`
     let unknown = uuid::Uuid::from_u128(2);
-    let by_id = |id| MetadataRequestTopic::default().with_name(None).with_topic_id(id);
-    let request = MetadataRequest::default().with_topics(Some(vec![by_id(billing), by_id(unknown)]));
+    let by_id = |id| {
+        MetadataRequestTopic::default()
+            .with_name(None)
+            .with_topic_id(id)
+    };
+    let request =
+        MetadataRequest::default().with_topics(Some(vec![by_id(billing), by_id(unknown)]));
     let (peek, v) = f.check(ApiKey::Metadata, 12, &request);
     let Verdict::Rewrite {
         frame: Some(frame),
@@ -505,13 +510,18 @@ fn metadata_by_topic_id_is_checked_by_the_topics_name() {
     let (_, reduced) = decode_request::<MetadataRequest>(frame.slice(4..), &peek).unwrap();
     let asked: Vec<_> = reduced.topics.unwrap().iter().map(|t| t.topic_id).collect();
     assert_eq!(asked, [unknown]);
-    let kelp_answer = MetadataResponse::default().with_topics(vec![MetadataResponseTopic::default()
-        .with_name(None)
-        .with_topic_id(unknown)
-        .with_error_code(100)]);
+    let kelp_answer =
+        MetadataResponse::default().with_topics(vec![MetadataResponseTopic::default()
+            .with_name(None)
+            .with_topic_id(unknown)
+            .with_error_code(100)]);
     let answer = patch(encode_response(ApiKey::Metadata, 12, 7, &kelp_answer).unwrap()).unwrap();
     let r: MetadataResponse = response(ApiKey::Metadata, 12, &answer);
-    let got: Vec<(uuid::Uuid, i16)> = r.topics.iter().map(|t| (t.topic_id, t.error_code)).collect();
+    let got: Vec<(uuid::Uuid, i16)> = r
+        .topics
+        .iter()
+        .map(|t| (t.topic_id, t.error_code))
+        .collect();
     assert_eq!(got, [(unknown, 100), (billing, 29)]);
     assert_eq!(f.denied("Metadata", "topic"), 1);
 }

@@ -43,6 +43,15 @@ pub enum Answer {
     Later(Pin<Box<dyn Future<Output = Result<Bytes, String>> + Send>>),
 }
 
+/// Whether a requested topic is named by id (v10+): the id set and the name null (or empty).
+pub fn asked_by_id(topic: &MetadataRequestTopic) -> bool {
+    let no_name = match &topic.name {
+        None => true,
+        Some(name) => name.0.is_empty(),
+    };
+    no_name && !topic.topic_id.is_nil()
+}
+
 /// Decodes the client's Metadata request (`frame` without its length prefix) and encodes the one
 /// to send the gateway at `gateway_version` (a frame with its length prefix).
 pub fn translate(
@@ -58,9 +67,7 @@ pub fn translate(
             let mut names = Vec::with_capacity(topics.len());
             let mut unknown = Vec::new();
             for topic in topics {
-                // By id: a null name (an empty one too, with an id) and the id set.
-                let by_id = !topic.topic_id.is_nil()
-                    && topic.name.as_ref().is_none_or(|n| n.0.is_empty());
+                let by_id = asked_by_id(&topic);
                 match topic.name {
                     Some(name) if !by_id => names.push(name),
                     _ => match ids.name_of(topic.topic_id) {
@@ -113,7 +120,11 @@ pub fn answer(plan: Plan, frame: Bytes, me: &Identity, ids: &TopicIds) -> Result
         .topics
         .iter()
         .filter(|t| t.error_code == 0)
-        .filter_map(|t| t.name.as_ref().map(|n| (n.0.to_string(), t.partitions.len() as i32)))
+        .filter_map(|t| {
+            t.name
+                .as_ref()
+                .map(|n| (n.0.to_string(), t.partitions.len() as i32))
+        })
         .filter(|(n, _)| ids.id_of(n).is_none())
         .collect();
     if new.is_empty() {
@@ -146,15 +157,13 @@ fn finish(
             }
         }
     }
-    response
-        .topics
-        .extend(plan.unknown_ids.iter().map(|id| {
-            MetadataResponseTopic::default()
-                .with_error_code(UNKNOWN_TOPIC_ID)
-                .with_name(None)
-                .with_topic_id(*id)
-                .with_topic_authorized_operations(OPERATIONS_NOT_REQUESTED)
-        }));
+    response.topics.extend(plan.unknown_ids.iter().map(|id| {
+        MetadataResponseTopic::default()
+            .with_error_code(UNKNOWN_TOPIC_ID)
+            .with_name(None)
+            .with_topic_id(*id)
+            .with_topic_authorized_operations(OPERATIONS_NOT_REQUESTED)
+    }));
     encode_response(
         ApiKey::Metadata,
         plan.client_version,
