@@ -525,3 +525,39 @@ fn metadata_by_topic_id_is_checked_by_the_topics_name() {
     assert_eq!(got, [(unknown, 100), (billing, 29)]);
     assert_eq!(f.denied("Metadata", "topic"), 1);
 }
+
+#[test]
+fn metadata_authorized_operations_are_what_the_rules_allow() {
+    let f = Fixture::new();
+    let all = MetadataRequest::default()
+        .with_topics(None)
+        .with_include_topic_authorized_operations(true)
+        .with_include_cluster_authorized_operations(true);
+    let (_, v) = f.check(ApiKey::Metadata, 10, &all);
+    let Verdict::Rewrite {
+        patch: Some(patch), ..
+    } = v
+    else {
+        panic!("not patched")
+    };
+    let every = crate::topics::metadata::operations(crate::topics::metadata::TOPIC_OPERATIONS);
+    let listing = MetadataResponse::default()
+        .with_cluster_authorized_operations(-1)
+        .with_topics(
+            ["orders-1", "orders-audit"]
+                .iter()
+                .map(|n| {
+                    MetadataResponseTopic::default()
+                        .with_name(Some(topic(n)))
+                        .with_topic_authorized_operations(every)
+                })
+                .collect(),
+        );
+    let answer = patch(encode_response(ApiKey::Metadata, 10, 7, &listing).unwrap()).unwrap();
+    let r: MetadataResponse = response(ApiKey::Metadata, 10, &answer);
+    let ops = |i: usize| r.topics[i].topic_authorized_operations;
+    // READ (3), WRITE (4) and DESCRIBE (8, implied by READ) on orders-*; WRITE denied on the audit.
+    assert_eq!(ops(0), (1 << 3) | (1 << 4) | (1 << 8));
+    assert_eq!(ops(1), (1 << 3) | (1 << 8));
+    assert_eq!(r.cluster_authorized_operations, 0, "nothing on the cluster");
+}

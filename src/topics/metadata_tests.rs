@@ -143,7 +143,9 @@ async fn topics_by_name_and_by_id_are_asked_by_name() {
     assert_eq!(by_name("a").topic_id, a);
     assert_eq!(by_name("a").partitions.len(), 2);
     assert_eq!(by_name("a").partitions[0].leader_id, BrokerId(7));
-    assert_eq!(by_name("a").topic_authorized_operations, i32::MIN);
+    // Asked for (client_request sets it): kelp alone allows every topic operation.
+    assert_eq!(by_name("a").topic_authorized_operations, 0b1101_1111_1000);
+    assert_eq!(by_name("x").topic_authorized_operations, i32::MIN);
     assert_eq!(by_name("x").error_code, 3);
     assert!(by_name("x").topic_id.is_nil(), "an unknown topic has no id");
     let missing: Vec<_> = got.topics.iter().filter(|t| t.name.is_none()).collect();
@@ -207,6 +209,10 @@ async fn every_version_above_the_gateways_encodes() {
             Uuid::nil()
         };
         assert_eq!(got.topics[0].topic_id, want, "v{version}");
+        assert_eq!(
+            got.topics[0].topic_authorized_operations,
+            operations(TOPIC_OPERATIONS)
+        );
         assert_eq!(got.controller_id, BrokerId(7));
     }
 }
@@ -223,6 +229,8 @@ fn garbage_is_an_error_not_a_panic() {
         client_version: 12,
         gateway_version: 7,
         unknown_ids: Vec::new(),
+        topic_operations: false,
+        cluster_operations: false,
     };
     for len in 0..64 {
         let frame: Bytes = (0..len)
@@ -232,4 +240,27 @@ fn garbage_is_an_error_not_a_panic() {
         let _ = translate(&peek, frame.clone(), &ids, 7);
         let _ = answer(plan(), frame, &me(), &ids);
     }
+}
+
+#[tokio::test]
+async fn authorized_operations_not_asked_for_are_not_requested() {
+    let ids = registry();
+    ids.install(0, vec![("a".into(), 1)], None).await;
+    let request = MetadataRequest::default()
+        .with_topics(None)
+        .with_include_cluster_authorized_operations(true);
+    let frame = encode_request(ApiKey::Metadata, 10, 77, Some("rdkafka"), &request).unwrap();
+    let peek = Peek {
+        api_key: ApiKey::Metadata,
+        api_version: 10,
+        correlation_id: 77,
+    };
+    let (_, plan) = translate(&peek, frame.slice(4..), &ids, 7).unwrap();
+    let answered = answer(plan, gateway_answer(&[("a", 1, 0)]), &me(), &ids).unwrap();
+    let got = client_answer(answered, 10).await;
+    assert_eq!(got.topics[0].topic_authorized_operations, i32::MIN);
+    assert_eq!(
+        got.cluster_authorized_operations,
+        operations(CLUSTER_OPERATIONS)
+    );
 }
