@@ -130,6 +130,12 @@ pub struct Config {
     )]
     pub group_consumer_assignors: Vec<String>,
 
+    /// Classic ↔ consumer group conversion (group.consumer.migration.policy): `bidirectional`,
+    /// `upgrade` (a consumer-protocol member may join a classic group, converting it), `downgrade`
+    /// (a consumer group whose last consumer-protocol member left becomes classic), `disabled`.
+    #[arg(long, env = "KELP_GROUP_CONSUMER_MIGRATION_POLICY", default_value = "bidirectional")]
+    pub group_consumer_migration_policy: String,
+
     /// SeaweedFS filer URL (http://host:port) where committed offsets and group records are kept.
     /// Without it they are kept in memory only and lost when kelp stops.
     #[arg(long, env = "KELP_FILER")]
@@ -223,6 +229,14 @@ impl Config {
         {
             return Err(format!(
                 "--group-consumer-assignors: unknown assignor {bad:?} (known: uniform, range)"
+            ));
+        }
+        if crate::group::consumer::MigrationPolicy::parse(&self.group_consumer_migration_policy)
+            .is_none()
+        {
+            return Err(format!(
+                "--group-consumer-migration-policy {:?}: one of bidirectional, upgrade, downgrade, disabled",
+                self.group_consumer_migration_policy
             ));
         }
         if self.backend.parse::<SocketAddr>().is_err() && !self.backend.contains(':') {
@@ -335,6 +349,11 @@ impl Config {
                     .iter()
                     .filter_map(|a| crate::group::consumer::Assignor::by_name(a))
                     .collect(),
+                migration_policy: crate::group::consumer::MigrationPolicy::parse(
+                    &self.group_consumer_migration_policy,
+                )
+                .unwrap_or_default(),
+                classic_max_size: self.group_max_size as usize,
             },
             ..crate::group::Config::default()
         }

@@ -18,7 +18,7 @@ fn kelp(args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn bad_values_fail_with_one_line_naming_the_flag() {
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["--listen", "nope"], "--listen"),
         (&["--metrics-listen", "1.2.3"], "--metrics-listen"),
         (&["--max-frame-bytes", "5"], "--max-frame-bytes"),
@@ -26,6 +26,10 @@ fn bad_values_fail_with_one_line_naming_the_flag() {
         (&["--node-id=-3"], "--node-id"),
         (&["--backend", "nohost"], "--backend"),
         (&["--group-mode", "sometimes"], "--group-mode"),
+        (
+            &["--topic-metadata-interval-ms", "5"],
+            "--topic-metadata-interval-ms",
+        ),
     ];
     for (args, flag) in cases {
         let (code, _, stderr) = kelp(args);
@@ -58,6 +62,10 @@ fn help_documents_every_flag_and_its_env_var() {
         ("--group-max-size", "KELP_GROUP_MAX_SIZE"),
         ("--filer", "KELP_FILER"),
         ("--store-prefix", "KELP_STORE_PREFIX"),
+        (
+            "--topic-metadata-interval-ms",
+            "KELP_TOPIC_METADATA_INTERVAL_MS",
+        ),
     ] {
         assert!(stdout.contains(flag), "--help lacks {flag}");
         assert!(stdout.contains(env), "--help lacks {env}");

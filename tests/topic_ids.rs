@@ -36,7 +36,11 @@ fn by_name(topic: &str) -> MetadataRequestTopic {
     MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_string(topic.into()))))
 }
 
-fn metadata(addr: &str, version: i16, topics: Option<Vec<MetadataRequestTopic>>) -> MetadataResponse {
+fn metadata(
+    addr: &str,
+    version: i16,
+    topics: Option<Vec<MetadataRequestTopic>>,
+) -> MetadataResponse {
     let mut raw = Raw::connect(addr);
     let request = MetadataRequest::default()
         .with_topics(topics)
@@ -131,7 +135,9 @@ fn a_topic_asked_for_by_id_is_answered_and_an_unknown_id_is_100() {
     let id = id_of(kelp.addr(), "ids-by-id", None);
     let unknown = Uuid::from_u128(0x0123_4567_89ab_8def_8123_4567_89ab_cdef);
     let topics = vec![
-        MetadataRequestTopic::default().with_name(None).with_topic_id(id),
+        MetadataRequestTopic::default()
+            .with_name(None)
+            .with_topic_id(id),
         MetadataRequestTopic::default()
             .with_name(None)
             .with_topic_id(unknown),
@@ -142,7 +148,11 @@ fn a_topic_asked_for_by_id_is_answered_and_an_unknown_id_is_100() {
     assert_eq!(found.error_code, 0);
     assert_eq!(found.name.as_ref().unwrap().0.as_str(), "ids-by-id");
     assert_eq!(found.partitions.len(), 2);
-    let missing = answer.topics.iter().find(|t| t.topic_id == unknown).unwrap();
+    let missing = answer
+        .topics
+        .iter()
+        .find(|t| t.topic_id == unknown)
+        .unwrap();
     assert_eq!(missing.error_code, 100, "UNKNOWN_TOPIC_ID");
     assert!(missing.name.is_none());
 }
@@ -208,11 +218,18 @@ fn librdkafka_produces_and_reads_metadata_through_the_new_versions() {
     support::create_topic(kelp.addr(), "ids-librdkafka", 2);
     // librdkafka asks Metadata at kelp's highest version it knows (v12 for 2.12).
     let md = support::metadata(kelp.addr(), Some("ids-librdkafka"));
-    let topic = md.topics().iter().find(|t| t.name() == "ids-librdkafka").unwrap();
+    let topic = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == "ids-librdkafka")
+        .unwrap();
     assert!(topic.error().is_none());
     assert_eq!(topic.partitions().len(), 2);
     assert_eq!(support::produce(kelp.addr(), "ids-librdkafka", 20), 20);
-    assert!(kelp.log().lines().all(|l| !l.contains("cannot answer Metadata")));
+    assert!(kelp
+        .log()
+        .lines()
+        .all(|l| !l.contains("cannot answer Metadata")));
 }
 
 /// Swaps every partition's `unixTimeNs` in a `topic.conf` for `ns`.

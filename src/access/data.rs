@@ -190,10 +190,12 @@ fn metadata(ctx: &Ctx, frame: &Bytes) -> Result<Verdict, FrameError> {
     let mut reduced = None;
     if let Some(topics) = &mut request.topics {
         refused = refuse(topics, |t| {
-            let by_id = !t.topic_id.is_nil() && t.name.as_ref().is_none_or(|n| n.0.is_empty());
+            let by_id = crate::topics::metadata::asked_by_id(t);
             match (&t.name, by_id) {
-                (_, true) => (ctx.topic_name)(t.topic_id)
-                    .is_none_or(|name| ctx.allowed(TOPIC, &name, Operation::Describe)),
+                (_, true) => match (ctx.topic_name)(t.topic_id) {
+                    Some(name) => ctx.allowed(TOPIC, &name, Operation::Describe),
+                    None => true, // An id no topic has: answered UNKNOWN_TOPIC_ID.
+                },
                 (Some(name), false) => ctx.allowed(TOPIC, name, Operation::Describe),
                 (None, false) => false,
             }
@@ -205,12 +207,27 @@ fn metadata(ctx: &Ctx, frame: &Bytes) -> Result<Verdict, FrameError> {
     }
     // Which topics may be listed is decided now, under the rules this request was checked by.
     let rules: Vec<super::Rule> = ctx.rules.to_vec();
+    let version = ctx.peek.api_version;
+    let topic_ops = request.include_topic_authorized_operations && version >= 8;
+    let cluster_ops = request.include_cluster_authorized_operations && (8..=10).contains(&version);
     let patch = ctx.patch(move |r: &mut MetadataResponse| {
         r.topics.retain(|t| match &t.name {
             Some(n) => super::rules::decide(rules.iter(), TOPIC, n, Operation::Describe),
             // An id no topic has: it names nothing the principal may not see.
             None => t.error_code == crate::topics::metadata::UNKNOWN_TOPIC_ID,
         });
+        // Authorized operations, when asked for: what the rules allow this principal.
+        if topic_ops {
+            for t in r.topics.iter_mut().filter(|t| t.error_code == 0) {
+                if let Some(n) = &t.name {
+                    t.topic_authorized_operations = allowed_operations(&rules, TOPIC, n);
+                }
+            }
+        }
+        if cluster_ops {
+            r.cluster_authorized_operations =
+                allowed_operations(&rules, ResourceType::Cluster, CLUSTER);
+        }
         r.topics.extend(refused.into_iter().map(|t| {
             MetadataResponseTopic::default()
                 .with_name(t.name)
@@ -222,6 +239,30 @@ fn metadata(ctx: &Ctx, frame: &Bytes) -> Result<Verdict, FrameError> {
         frame: reduced,
         patch: Some(patch),
     })
+}
+
+/// The authorized-operations bitfield of a topic or the cluster under `rules`.
+fn allowed_operations(rules: &[super::Rule], resource: ResourceType, name: &str) -> i32 {
+    use crate::topics::metadata::{operations, CLUSTER_OPERATIONS, TOPIC_OPERATIONS};
+    let codes: &[u8] = match resource {
+        ResourceType::Cluster => &CLUSTER_OPERATIONS,
+        _ => &TOPIC_OPERATIONS,
+    };
+    operations(codes.iter().copied().filter(|code| {
+        let op = match code {
+            3 => Operation::Read,
+            4 => Operation::Write,
+            5 => Operation::Create,
+            6 => Operation::Delete,
+            7 => Operation::Alter,
+            8 => Operation::Describe,
+            9 => Operation::ClusterAction,
+            10 => Operation::DescribeConfigs,
+            11 => Operation::AlterConfigs,
+            _ => Operation::IdempotentWrite,
+        };
+        super::rules::decide(rules.iter(), resource, name, op)
+    }))
 }
 
 fn create_topics(ctx: &Ctx, frame: &Bytes) -> Result<Verdict, FrameError> {

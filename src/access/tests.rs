@@ -491,8 +491,13 @@ fn metadata_by_topic_id_is_checked_by_the_topics_name() {
     let f = Fixture::new();
     let billing = uuid::Uuid::from_u128(1 << 100); // the fixture's registry: `billing`
     let unknown = uuid::Uuid::from_u128(2);
-    let by_id = |id| MetadataRequestTopic::default().with_name(None).with_topic_id(id);
-    let request = MetadataRequest::default().with_topics(Some(vec![by_id(billing), by_id(unknown)]));
+    let by_id = |id| {
+        MetadataRequestTopic::default()
+            .with_name(None)
+            .with_topic_id(id)
+    };
+    let request =
+        MetadataRequest::default().with_topics(Some(vec![by_id(billing), by_id(unknown)]));
     let (peek, v) = f.check(ApiKey::Metadata, 12, &request);
     let Verdict::Rewrite {
         frame: Some(frame),
@@ -505,13 +510,54 @@ fn metadata_by_topic_id_is_checked_by_the_topics_name() {
     let (_, reduced) = decode_request::<MetadataRequest>(frame.slice(4..), &peek).unwrap();
     let asked: Vec<_> = reduced.topics.unwrap().iter().map(|t| t.topic_id).collect();
     assert_eq!(asked, [unknown]);
-    let kelp_answer = MetadataResponse::default().with_topics(vec![MetadataResponseTopic::default()
-        .with_name(None)
-        .with_topic_id(unknown)
-        .with_error_code(100)]);
+    let kelp_answer =
+        MetadataResponse::default().with_topics(vec![MetadataResponseTopic::default()
+            .with_name(None)
+            .with_topic_id(unknown)
+            .with_error_code(100)]);
     let answer = patch(encode_response(ApiKey::Metadata, 12, 7, &kelp_answer).unwrap()).unwrap();
     let r: MetadataResponse = response(ApiKey::Metadata, 12, &answer);
-    let got: Vec<(uuid::Uuid, i16)> = r.topics.iter().map(|t| (t.topic_id, t.error_code)).collect();
+    let got: Vec<(uuid::Uuid, i16)> = r
+        .topics
+        .iter()
+        .map(|t| (t.topic_id, t.error_code))
+        .collect();
     assert_eq!(got, [(unknown, 100), (billing, 29)]);
     assert_eq!(f.denied("Metadata", "topic"), 1);
+}
+
+#[test]
+fn metadata_authorized_operations_are_what_the_rules_allow() {
+    let f = Fixture::new();
+    let all = MetadataRequest::default()
+        .with_topics(None)
+        .with_include_topic_authorized_operations(true)
+        .with_include_cluster_authorized_operations(true);
+    let (_, v) = f.check(ApiKey::Metadata, 10, &all);
+    let Verdict::Rewrite {
+        patch: Some(patch), ..
+    } = v
+    else {
+        panic!("not patched")
+    };
+    let every = crate::topics::metadata::operations(crate::topics::metadata::TOPIC_OPERATIONS);
+    let listing = MetadataResponse::default()
+        .with_cluster_authorized_operations(-1)
+        .with_topics(
+            ["orders-1", "orders-audit"]
+                .iter()
+                .map(|n| {
+                    MetadataResponseTopic::default()
+                        .with_name(Some(topic(n)))
+                        .with_topic_authorized_operations(every)
+                })
+                .collect(),
+        );
+    let answer = patch(encode_response(ApiKey::Metadata, 10, 7, &listing).unwrap()).unwrap();
+    let r: MetadataResponse = response(ApiKey::Metadata, 10, &answer);
+    let ops = |i: usize| r.topics[i].topic_authorized_operations;
+    // READ (3), WRITE (4) and DESCRIBE (8, implied by READ) on orders-*; WRITE denied on the audit.
+    assert_eq!(ops(0), (1 << 3) | (1 << 4) | (1 << 8));
+    assert_eq!(ops(1), (1 << 3) | (1 << 8));
+    assert_eq!(r.cluster_authorized_operations, 0, "nothing on the cluster");
 }

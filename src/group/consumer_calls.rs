@@ -18,7 +18,7 @@ use super::group::code;
 use super::persist::{Effect, Write};
 use super::rebalance::sb;
 use super::state::{EvictionCause, GroupState};
-use super::{CallMeta, Coordinator, Event, Millis, Output, Response, Token};
+use super::{CallMeta, Coordinator, Event, Millis, Output, Request, Response, Token};
 
 /// Where one consumer group's reconciliation stands, for its metric series.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -98,14 +98,24 @@ impl Coordinator {
                 response,
             });
         }
+        let cx = CallContext {
+            api_version: meta.version,
+            client_id: meta.client_id,
+            client_host: meta.client_host,
+        };
         if let Some(g) = self.groups.get(&id) {
             if !g.members.is_empty() || g.state != GroupState::Empty {
-                let message = format!("Group {id} is not a consumer group.");
-                let response = refuse(code::GROUP_ID_NOT_FOUND, message);
-                return out.push(Output::Reply {
-                    token: meta.token,
-                    response,
-                });
+                if req.member_epoch != 0 {
+                    let message = format!("Group {id} is not a consumer group.");
+                    let response = refuse(code::GROUP_ID_NOT_FOUND, message);
+                    return out.push(Output::Reply {
+                        token: meta.token,
+                        response,
+                    });
+                }
+                // Online upgrade (group.consumer.migration.policy): the classic group becomes a
+                // consumer group with its members, then this member joins it.
+                return self.consumer_upgrade(now, meta.token, cx, req, out);
             }
             // Kafka's getOrMaybeCreateConsumerGroup: an empty classic group is replaced.
             self.groups.remove(&id);
@@ -120,15 +130,92 @@ impl Coordinator {
         if unknown_topic && req.member_epoch == 0 {
             out.push(Output::RefreshTopics);
         }
-        let cx = CallContext {
-            api_version: meta.version,
-            client_id: meta.client_id,
-            client_host: meta.client_host,
-        };
         let mut events = Vec::new();
         let response = self.consumer.heartbeat(now, &cx, &req, &mut events);
         let reply = (meta.token, Response::ConsumerGroupHeartbeat(response));
         self.consumer_settle(now, events, Some((id, reply)), out);
+    }
+
+    /// A consumer-protocol member joining a classic group with members (Kafka's online upgrade):
+    /// the consumer side builds the group from the classic one; only if that succeeds does the
+    /// classic side let it go (its parked calls are answered REBALANCE_IN_PROGRESS, its offsets
+    /// stay with the id). The consumer record written next supersedes the classic one.
+    fn consumer_upgrade(
+        &mut self,
+        now: Millis,
+        token: Token,
+        cx: CallContext,
+        req: ConsumerGroupHeartbeatRequest,
+        out: &mut Vec<Output>,
+    ) {
+        let id = req.group_id.as_str().to_string();
+        let Some(snapshot) = self.classic_snapshot(&id) else {
+            return;
+        };
+        let mut events = Vec::new();
+        let (response, converted) = self.consumer.upgrade_from(now, &cx, &snapshot, &req, &mut events);
+        if converted {
+            self.export_classic(now, &id, out);
+            self.consumer_incarnations.forget(&id);
+        }
+        let reply = (token, Response::ConsumerGroupHeartbeat(response));
+        self.consumer_settle(now, events, Some((id, reply)), out);
+    }
+
+    /// JoinGroup, SyncGroup, Heartbeat or LeaveGroup of a classic-protocol member for a consumer
+    /// group (Kafka 4 serves them there; `consumer/classic.rs`). `None` if the call is not for
+    /// one: the classic coordinator takes it. A JoinGroup for an *empty* consumer group replaces
+    /// it with a classic group (Kafka's `getOrMaybeCreateClassicGroup`; its offsets stay).
+    pub(crate) fn classic_call_for_consumer_group(
+        &mut self,
+        now: Millis,
+        meta: &CallMeta,
+        request: &Request,
+        out: &mut Vec<Output>,
+    ) -> bool {
+        let id = match request {
+            Request::JoinGroup(r) => r.group_id.as_str(),
+            Request::SyncGroup(r) => r.group_id.as_str(),
+            Request::Heartbeat(r) => r.group_id.as_str(),
+            Request::LeaveGroup(r) => r.group_id.as_str(),
+            _ => return false,
+        }
+        .to_string();
+        if self.loading || !self.consumer.contains(&id) {
+            return false;
+        }
+        if let Request::JoinGroup(_) = request {
+            if !self.consumer.serves_classic_join(&id) {
+                let _ = self.consumer.delete(&id);
+                self.consumer.take_dirty();
+                self.consumer_incarnations.forget(&id);
+                out.push(Output::Event(Event::GroupReleased { group: id }));
+                return false;
+            }
+        }
+        let cx = CallContext {
+            api_version: meta.version,
+            client_id: meta.client_id.clone(),
+            client_host: meta.client_host.clone(),
+        };
+        let mut events = Vec::new();
+        let response = match request {
+            Request::JoinGroup(r) => {
+                Response::JoinGroup(self.consumer.classic_join(now, &cx, r, &mut events))
+            }
+            Request::SyncGroup(r) => {
+                Response::SyncGroup(self.consumer.classic_sync(now, &cx, r, &mut events))
+            }
+            Request::Heartbeat(r) => {
+                Response::Heartbeat(self.consumer.classic_heartbeat(now, &cx, r, &mut events))
+            }
+            Request::LeaveGroup(r) => {
+                Response::LeaveGroup(self.consumer.classic_leave(now, &cx, r, &mut events))
+            }
+            _ => return false,
+        };
+        self.consumer_settle(now, events, Some((id, (meta.token, response))), out);
+        true
     }
 
     /// ConsumerGroupDescribe (API 69): answered from memory.
@@ -247,43 +334,49 @@ impl Coordinator {
     /// group still in flight, has settled; emits metric events.
     fn consumer_settle(
         &mut self,
-        _now: Millis,
+        now: Millis,
         events: Vec<ConsumerEvent>,
         reply: Option<(String, (Token, Response))>,
         out: &mut Vec<Output>,
     ) {
         let mut touched: Vec<String> = events.iter().map(|e| event_group(e).to_string()).collect();
         self.consumer_events(events, out);
+        // Groups that went back to the classic protocol (the last consumer-protocol member left):
+        // the classic side installs them and writes their record, which supersedes the consumer
+        // one (no tombstone: the offsets stay with the id).
+        for downgrade in self.consumer.take_downgrades() {
+            let id = downgrade.snapshot.group_id.clone();
+            self.consumer_incarnations.forget(&id);
+            out.push(Output::Event(Event::GroupReleased { group: id }));
+            self.import_classic(now, downgrade, out);
+        }
         let dirty = self.consumer.take_dirty();
         let mut reply = reply;
         for group in dirty {
+            if !self.consumer.contains(&group) {
+                // Downgraded (above) or deleted (DeleteGroups writes its own tombstone).
+                continue;
+            }
             let incarnation = self.consumer_incarnation(&group);
             let held = match &reply {
                 Some((g, _)) if *g == group => reply.take().map(|(_, r)| r),
                 _ => None,
             };
             let effect = Effect::ConsumerRecord { reply: held };
-            match self.consumer.record(&group) {
-                Some(record) => {
-                    let record = Box::new(record);
-                    self.persist.issue(
-                        out,
-                        &group,
-                        incarnation,
-                        move || Write::ConsumerRecord(record),
-                        effect,
-                    );
-                }
-                // Gone without DeleteGroups (not expected): its state leaves the store too.
-                None => {
-                    self.persist
-                        .issue(out, &group, incarnation, || Write::DeleteGroup, effect);
-                }
+            if let Some(record) = self.consumer.record(&group) {
+                let record = Box::new(record);
+                let write = move || Write::ConsumerRecord(record);
+                self.persist
+                    .issue(out, &group, incarnation, write, effect);
             }
             touched.push(group);
         }
         if let Some((group, (token, response))) = reply {
-            let incarnation = self.consumer_incarnation(&group);
+            let incarnation = self
+                .consumer_incarnations
+                .get(&group)
+                .or_else(|| self.groups.get(&group).map(|g| g.incarnation))
+                .unwrap_or(0);
             if let Some(response) = self
                 .persist
                 .queue_behind(&group, incarnation, token, response)
@@ -312,6 +405,8 @@ impl Coordinator {
                     cause: match cause {
                         FenceCause::SessionTimeout => EvictionCause::SessionExpiry,
                         FenceCause::RebalanceTimeout => EvictionCause::RebalanceTimeout,
+                        FenceCause::JoinTimeout => EvictionCause::JoinTimeout,
+                        FenceCause::SyncTimeout => EvictionCause::SyncTimeout,
                         FenceCause::Leave => continue,
                     },
                 },

@@ -29,7 +29,15 @@ pub(crate) fn describe(
 ) {
     let mut response = DescribeGroupsResponse::default();
     for id in &req.groups {
+        let consumer = c.consumer_groups().describe_classic(id.as_str(), meta.version);
         let mut d = match c.groups.get(id.as_str()) {
+            _ if c.loading => {
+                let mut d = DescribedGroup::default();
+                d.error_code = code::COORDINATOR_LOAD_IN_PROGRESS;
+                d
+            }
+            // A consumer group, as Kafka 4 answers DescribeGroups for one.
+            _ if consumer.is_some() => consumer.unwrap_or_default(),
             _ if c.loading => {
                 let mut d = DescribedGroup::default();
                 d.error_code = code::COORDINATOR_LOAD_IN_PROGRESS;
@@ -127,18 +135,10 @@ pub(crate) fn list(
         l.group_type = sb("classic");
         response.groups.push(l);
     }
-    for g in c.consumer_groups().groups() {
-        // v4's states filter and v5's answer spell consumer states as Kafka does.
-        if !wanted(&states, g.state.name()) || !wanted(&types, "consumer") {
-            continue;
-        }
-        let mut l = ListedGroup::default();
-        l.group_id = sb(&g.id).into();
-        l.protocol_type = sb("consumer");
-        l.group_state = sb(g.state.name());
-        l.group_type = sb("consumer");
-        response.groups.push(l);
-    }
+    // Consumer groups (KIP-848), with their type and Kafka's consumer-group state names.
+    response
+        .groups
+        .extend(c.consumer_groups().list(&states, &types));
     out.push(Output::Reply {
         token: meta.token,
         response: Response::ListGroups(response),

@@ -30,6 +30,7 @@
 
 pub mod consumer;
 mod consumer_calls;
+mod convert;
 mod describe;
 // `group/group.rs` holds the `Group` struct.
 #[allow(clippy::module_inception)]
@@ -352,6 +353,9 @@ impl Coordinator {
                 });
                 return;
             }
+        }
+        if self.classic_call_for_consumer_group(now, &meta, &request, out) {
+            return;
         }
         match request {
             Request::JoinGroup(r) => join::handle(self, now, meta, r, out),

@@ -78,6 +78,7 @@ pub struct CoordinatorSettings {
     pub group_consumer_heartbeat_interval_ms: Option<i32>,
     pub group_consumer_max_size: Option<u64>,
     pub group_consumer_assignors: Option<Vec<String>>,
+    pub group_consumer_migration_policy: Option<String>,
     pub topic_metadata_interval_ms: Option<u64>,
 }
 
@@ -171,6 +172,12 @@ impl CoordinatorSettings {
         set!(group_consumer_session_timeout_ms);
         set!(group_consumer_heartbeat_interval_ms);
         set!(group_consumer_max_size);
+        if let Some(v) = &self.group_consumer_migration_policy {
+            if !explicit("group_consumer_migration_policy") {
+                config.group_consumer_migration_policy = v.clone();
+                applied.push(format!("group_consumer_migration_policy = {v:?}"));
+            }
+        }
         if let Some(v) = &self.group_consumer_assignors {
             if !explicit("group_consumer_assignors") {
                 config.group_consumer_assignors = v.clone();

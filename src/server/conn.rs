@@ -410,8 +410,9 @@ impl Conn {
                 if let Some(version) = self.metadata_translated(&peek) {
                     // Metadata above the gateway's versions: kelp answers it (topic ids).
                     let ids = &self.shared.topic_ids;
-                    let (frame, plan) = crate::topics::metadata::translate(&peek, body, ids, version)
-                        .map_err(Close::Frame)?;
+                    let (frame, plan) =
+                        crate::topics::metadata::translate(&peek, body, ids, version)
+                            .map_err(Close::Frame)?;
                     self.forward(frame, &peek, false, false, handles.cloned(), None);
                     if let Some(expect) = self.expect.back_mut() {
                         expect.metadata = Some(Box::new(plan));

@@ -46,7 +46,7 @@ pub fn topic_id(name: &str, incarnation: &Incarnation) -> Uuid {
         bytes.copy_from_slice(&hash.as_ref()[..16]);
         bytes[6] = (bytes[6] & 0x0f) | 0x80; // version 8
         bytes[8] = (bytes[8] & 0x3f) | 0x80; // variant 10xx (RFC 9562)
-        // Base64 of the first byte's top six bits is `-` (62) for 0xf8..=0xfb.
+                                             // Base64 of the first byte's top six bits is `-` (62) for 0xf8..=0xfb.
         if !(0xf8..=0xfb).contains(&bytes[0]) {
             return Uuid::from_bytes(bytes);
         }

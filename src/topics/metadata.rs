@@ -27,6 +27,17 @@ pub const UNKNOWN_TOPIC_ID: i16 = 100;
 /// Kafka's value of an authorized-operations field that was not asked for.
 pub const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
 
+/// Kafka's AclOperation codes of the operations on a topic (READ, WRITE, CREATE, DELETE, ALTER,
+/// DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS) and on the cluster (CREATE, ALTER, DESCRIBE,
+/// CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE).
+pub const TOPIC_OPERATIONS: [u8; 8] = [3, 4, 5, 6, 7, 8, 10, 11];
+pub const CLUSTER_OPERATIONS: [u8; 7] = [5, 7, 8, 9, 10, 11, 12];
+
+/// An authorized-operations bitfield of AclOperation codes.
+pub fn operations(codes: impl IntoIterator<Item = u8>) -> i32 {
+    codes.into_iter().fold(0, |bits, code| bits | (1 << code))
+}
+
 /// What the answer to one translated request needs.
 #[derive(Debug)]
 pub struct Plan {
@@ -35,12 +46,25 @@ pub struct Plan {
     pub gateway_version: i16,
     /// Topics the client asked for by an id the registry does not know, in request order.
     pub unknown_ids: Vec<Uuid>,
+    /// Whether the client asked for the topics' (v8+) and the cluster's (v8–10) authorized
+    /// operations: kelp alone allows everything (`[access]` rules narrow it, `access::data`).
+    pub topic_operations: bool,
+    pub cluster_operations: bool,
 }
 
 /// The answer to a translated request: ready, or after the registry learned new topics.
 pub enum Answer {
     Now(Bytes),
     Later(Pin<Box<dyn Future<Output = Result<Bytes, String>> + Send>>),
+}
+
+/// Whether a requested topic is named by id (v10+): the id set and the name null (or empty).
+pub fn asked_by_id(topic: &MetadataRequestTopic) -> bool {
+    let no_name = match &topic.name {
+        None => true,
+        Some(name) => name.0.is_empty(),
+    };
+    no_name && !topic.topic_id.is_nil()
 }
 
 /// Decodes the client's Metadata request (`frame` without its length prefix) and encodes the one
@@ -58,9 +82,7 @@ pub fn translate(
             let mut names = Vec::with_capacity(topics.len());
             let mut unknown = Vec::new();
             for topic in topics {
-                // By id: a null name (an empty one too, with an id) and the id set.
-                let by_id = !topic.topic_id.is_nil()
-                    && topic.name.as_ref().is_none_or(|n| n.0.is_empty());
+                let by_id = asked_by_id(&topic);
                 match topic.name {
                     Some(name) if !by_id => names.push(name),
                     _ => match ids.name_of(topic.topic_id) {
@@ -98,6 +120,8 @@ pub fn translate(
         client_version: peek.api_version,
         gateway_version,
         unknown_ids,
+        topic_operations: request.include_topic_authorized_operations,
+        cluster_operations: request.include_cluster_authorized_operations,
     };
     Ok((frame, plan))
 }
@@ -113,7 +137,11 @@ pub fn answer(plan: Plan, frame: Bytes, me: &Identity, ids: &TopicIds) -> Result
         .topics
         .iter()
         .filter(|t| t.error_code == 0)
-        .filter_map(|t| t.name.as_ref().map(|n| (n.0.to_string(), t.partitions.len() as i32)))
+        .filter_map(|t| {
+            t.name
+                .as_ref()
+                .map(|n| (n.0.to_string(), t.partitions.len() as i32))
+        })
         .filter(|(n, _)| ids.id_of(n).is_none())
         .collect();
     if new.is_empty() {
@@ -136,7 +164,11 @@ fn finish(
     mut response: MetadataResponse,
     id_of: impl Fn(&str) -> Option<Uuid>,
 ) -> Result<Bytes, String> {
-    response.cluster_authorized_operations = OPERATIONS_NOT_REQUESTED;
+    let cluster = plan.cluster_operations && (8..=10).contains(&plan.client_version);
+    response.cluster_authorized_operations = match cluster {
+        true => operations(CLUSTER_OPERATIONS),
+        false => OPERATIONS_NOT_REQUESTED,
+    };
     response.error_code = 0;
     for topic in &mut response.topics {
         topic.topic_authorized_operations = OPERATIONS_NOT_REQUESTED;
@@ -144,17 +176,18 @@ fn finish(
             if let Some(name) = &topic.name {
                 topic.topic_id = id_of(name.0.as_str()).unwrap_or_default();
             }
+            if plan.topic_operations {
+                topic.topic_authorized_operations = operations(TOPIC_OPERATIONS);
+            }
         }
     }
-    response
-        .topics
-        .extend(plan.unknown_ids.iter().map(|id| {
-            MetadataResponseTopic::default()
-                .with_error_code(UNKNOWN_TOPIC_ID)
-                .with_name(None)
-                .with_topic_id(*id)
-                .with_topic_authorized_operations(OPERATIONS_NOT_REQUESTED)
-        }));
+    response.topics.extend(plan.unknown_ids.iter().map(|id| {
+        MetadataResponseTopic::default()
+            .with_error_code(UNKNOWN_TOPIC_ID)
+            .with_name(None)
+            .with_topic_id(*id)
+            .with_topic_authorized_operations(OPERATIONS_NOT_REQUESTED)
+    }));
     encode_response(
         ApiKey::Metadata,
         plan.client_version,

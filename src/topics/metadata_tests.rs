@@ -3,7 +3,9 @@
 
 use super::*;
 use crate::topics::tests::registry;
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition,
+};
 use kafka_protocol::messages::{BrokerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
@@ -99,7 +101,9 @@ async fn topics_by_name_and_by_id_are_asked_by_name() {
     let unknown = Uuid::from_u128(0x1234);
     let topics = vec![
         MetadataRequestTopic::default().with_name(Some(name("x"))),
-        MetadataRequestTopic::default().with_name(None).with_topic_id(a),
+        MetadataRequestTopic::default()
+            .with_name(None)
+            .with_topic_id(a),
         MetadataRequestTopic::default()
             .with_name(None)
             .with_topic_id(unknown),
@@ -139,7 +143,9 @@ async fn topics_by_name_and_by_id_are_asked_by_name() {
     assert_eq!(by_name("a").topic_id, a);
     assert_eq!(by_name("a").partitions.len(), 2);
     assert_eq!(by_name("a").partitions[0].leader_id, BrokerId(7));
-    assert_eq!(by_name("a").topic_authorized_operations, i32::MIN);
+    // Asked for (client_request sets it): kelp alone allows every topic operation.
+    assert_eq!(by_name("a").topic_authorized_operations, 0b1101_1111_1000);
+    assert_eq!(by_name("x").topic_authorized_operations, i32::MIN);
     assert_eq!(by_name("x").error_code, 3);
     assert!(by_name("x").topic_id.is_nil(), "an unknown topic has no id");
     let missing: Vec<_> = got.topics.iter().filter(|t| t.name.is_none()).collect();
@@ -155,9 +161,17 @@ async fn every_topic_gets_an_id_including_those_created_a_moment_ago() {
     let (peek, body) = client_request(12, None);
     let (frame, plan) = translate(&peek, body, &ids, 7).unwrap();
     assert_eq!(gateway_side(frame, 7).topics, None, "every topic");
-    let answered = answer(plan, gateway_answer(&[("old", 1, 0), ("new", 3, 0)]), &me(), &ids)
-        .unwrap();
-    assert!(matches!(answered, Answer::Later(_)), "`new` is learned first");
+    let answered = answer(
+        plan,
+        gateway_answer(&[("old", 1, 0), ("new", 3, 0)]),
+        &me(),
+        &ids,
+    )
+    .unwrap();
+    assert!(
+        matches!(answered, Answer::Later(_)),
+        "`new` is learned first"
+    );
     let got = client_answer(answered, 12).await;
     assert_eq!(got.topics.len(), 2);
     for topic in &got.topics {
@@ -168,8 +182,13 @@ async fn every_topic_gets_an_id_including_those_created_a_moment_ago() {
     // Now known: the next answer is immediate.
     let (peek, body) = client_request(12, None);
     let (_, plan) = translate(&peek, body, &ids, 7).unwrap();
-    let answered = answer(plan, gateway_answer(&[("old", 1, 0), ("new", 3, 0)]), &me(), &ids)
-        .unwrap();
+    let answered = answer(
+        plan,
+        gateway_answer(&[("old", 1, 0), ("new", 3, 0)]),
+        &me(),
+        &ids,
+    )
+    .unwrap();
     assert!(matches!(answered, Answer::Now(_)));
 }
 
@@ -184,8 +203,16 @@ async fn every_version_above_the_gateways_encodes() {
         gateway_side(frame, 7);
         let answered = answer(plan, gateway_answer(&[("a", 1, 0)]), &me(), &ids).unwrap();
         let got = client_answer(answered, version).await;
-        let want = if version >= 10 { ids.id_of("a").unwrap() } else { Uuid::nil() };
+        let want = if version >= 10 {
+            ids.id_of("a").unwrap()
+        } else {
+            Uuid::nil()
+        };
         assert_eq!(got.topics[0].topic_id, want, "v{version}");
+        assert_eq!(
+            got.topics[0].topic_authorized_operations,
+            operations(TOPIC_OPERATIONS)
+        );
         assert_eq!(got.controller_id, BrokerId(7));
     }
 }
@@ -202,10 +229,38 @@ fn garbage_is_an_error_not_a_panic() {
         client_version: 12,
         gateway_version: 7,
         unknown_ids: Vec::new(),
+        topic_operations: false,
+        cluster_operations: false,
     };
     for len in 0..64 {
-        let frame: Bytes = (0..len).map(|i| (i * 37 % 256) as u8).collect::<Vec<u8>>().into();
+        let frame: Bytes = (0..len)
+            .map(|i| (i * 37 % 256) as u8)
+            .collect::<Vec<u8>>()
+            .into();
         let _ = translate(&peek, frame.clone(), &ids, 7);
         let _ = answer(plan(), frame, &me(), &ids);
     }
+}
+
+#[tokio::test]
+async fn authorized_operations_not_asked_for_are_not_requested() {
+    let ids = registry();
+    ids.install(0, vec![("a".into(), 1)], None).await;
+    let request = MetadataRequest::default()
+        .with_topics(None)
+        .with_include_cluster_authorized_operations(true);
+    let frame = encode_request(ApiKey::Metadata, 10, 77, Some("rdkafka"), &request).unwrap();
+    let peek = Peek {
+        api_key: ApiKey::Metadata,
+        api_version: 10,
+        correlation_id: 77,
+    };
+    let (_, plan) = translate(&peek, frame.slice(4..), &ids, 7).unwrap();
+    let answered = answer(plan, gateway_answer(&[("a", 1, 0)]), &me(), &ids).unwrap();
+    let got = client_answer(answered, 10).await;
+    assert_eq!(got.topics[0].topic_authorized_operations, i32::MIN);
+    assert_eq!(
+        got.cluster_authorized_operations,
+        operations(CLUSTER_OPERATIONS)
+    );
 }

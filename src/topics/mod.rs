@@ -103,6 +103,9 @@ impl TopicIds {
         )
         .expect("static metric");
         let _ = registry.register(Box::new(errors.clone()));
+        for source in ["gateway", "filer"] {
+            errors.with_label_values(&[source]); // Exported at 0 from the start.
+        }
         let empty = Arc::new(Topics::default());
         let (tx, _) = watch::channel(empty.clone());
         Ok(TopicIds {

@@ -1,10 +1,13 @@
 //! ConsumerGroupDescribe (API 69) v0–1 (Kafka's `ConsumerGroup.asDescribedGroup`): state, epochs,
 //! the preferred assignor, and every member with its current and target assignment (topic names
-//! from the topic metadata). Read-only: it must not change a group.
+//! from the topic metadata); and a consumer group as the classic DescribeGroups and ListGroups see
+//! it. Read-only: it must not change a group.
 
 use kafka_protocol::messages::consumer_group_describe_response::{
     Assignment as WireAssignment, DescribedGroup, Member as WireMember, TopicPartitions,
 };
+use kafka_protocol::messages::describe_groups_response::DescribedGroup as ClassicDescribedGroup;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{
     ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, GroupId, TopicName,
 };
@@ -16,7 +19,8 @@ use super::member::Assignment;
 use super::topics::Topics;
 use super::ConsumerGroups;
 
-/// ConsumerGroupDescribe's member type of a member using the consumer protocol (v1).
+/// ConsumerGroupDescribe's member type (v1, KIP-1099): 0 classic protocol, 1 consumer protocol.
+const MEMBER_TYPE_CLASSIC: i8 = 0;
 const MEMBER_TYPE_CONSUMER: i8 = 1;
 
 impl ConsumerGroups {
@@ -60,7 +64,11 @@ impl ConsumerGroups {
                         g.target.get(&m.id).unwrap_or(&empty),
                         &self.topics,
                     ))
-                    .with_member_type(MEMBER_TYPE_CONSUMER)
+                    .with_member_type(if m.uses_classic_protocol() {
+                        MEMBER_TYPE_CLASSIC
+                    } else {
+                        MEMBER_TYPE_CONSUMER
+                    })
             })
             .collect();
         DescribedGroup::default()
@@ -97,3 +105,48 @@ fn wire(a: &Assignment, topics: &Topics) -> WireAssignment {
             .collect(),
     )
 }
+
+impl ConsumerGroups {
+    /// DescribeGroups (the classic API, at `api_version`) of a consumer group's id, as Kafka 4
+    /// answers it: state Dead, and from v6 GROUP_ID_NOT_FOUND "Group … is not a classic group."
+    /// (Kafka's `describeGroups` looks the id up as a classic group). `None` if `group` is not a
+    /// consumer group here (the classic side answers).
+    pub fn describe_classic(&self, group: &str, api_version: i16) -> Option<ClassicDescribedGroup> {
+        self.groups.get(group)?;
+        let mut d = ClassicDescribedGroup::default()
+            .with_group_id(GroupId(s(group)))
+            .with_group_state(s("Dead"));
+        if api_version >= 6 {
+            d = d
+                .with_error_code(code::GROUP_ID_NOT_FOUND)
+                .with_error_message(Some(s(&format!("Group {group} is not a classic group."))));
+        }
+        Some(d)
+    }
+
+    /// ListGroups entries of the consumer groups (Kafka's `ModernGroup.asListedGroup`): protocol
+    /// type "consumer", state as ConsumerGroupDescribe spells it, type "consumer". `states` (v4+)
+    /// and `types` (v5+) filter case-insensitively; empty means all.
+    pub fn list(&self, states: &[&str], types: &[&str]) -> Vec<ListedGroup> {
+        let wanted = |filter: &[&str], value: &str| {
+            filter.is_empty() || filter.iter().any(|f| f.trim().eq_ignore_ascii_case(value))
+        };
+        if !wanted(types, GROUP_TYPE_CONSUMER) {
+            return Vec::new();
+        }
+        self.groups
+            .values()
+            .filter(|g| wanted(states, g.state.name()))
+            .map(|g| {
+                ListedGroup::default()
+                    .with_group_id(GroupId(s(&g.id)))
+                    .with_protocol_type(s(GROUP_TYPE_CONSUMER))
+                    .with_group_state(s(g.state.name()))
+                    .with_group_type(s(GROUP_TYPE_CONSUMER))
+            })
+            .collect()
+    }
+}
+
+/// ListGroups' group type and the protocol type of a consumer group.
+const GROUP_TYPE_CONSUMER: &str = "consumer";

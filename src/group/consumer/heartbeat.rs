@@ -70,7 +70,11 @@ impl ConsumerGroups {
 
     /// Kafka's `throwIfConsumerGroupHeartbeatRequestIsInvalid` (4.x: v1 members bring their own
     /// id; a join may subscribe by names, by regex, or to nothing yet).
-    fn validate(&self, version: i16, req: &ConsumerGroupHeartbeatRequest) -> Result<(), Refusal> {
+    pub(super) fn validate(
+        &self,
+        version: i16,
+        req: &ConsumerGroupHeartbeatRequest,
+    ) -> Result<(), Refusal> {
         let invalid = |m: &str| Err(Refusal(code::INVALID_REQUEST, m.to_string()));
         if req.group_id.is_empty() {
             return invalid("GroupId can't be empty.");
@@ -135,7 +139,7 @@ impl ConsumerGroups {
         Ok(())
     }
 
-    fn join_or_heartbeat(
+    pub(super) fn join_or_heartbeat(
         &mut self,
         now: Millis,
         cx: &CallContext,
@@ -217,6 +221,8 @@ impl ConsumerGroups {
         if updated.client_host != cx.client_host {
             updated.client_host = cx.client_host.clone();
         }
+        // A member heartbeating with the consumer protocol no longer uses the classic one.
+        updated.classic = None;
         let subscription_changed = updated.subscribed_topic_names != member.subscribed_topic_names
             || updated.subscribed_topic_regex != member.subscribed_topic_regex;
 
@@ -324,14 +330,7 @@ impl ConsumerGroups {
             if !group.members.contains_key(member_id) {
                 return Err(unknown_member(member_id, group_id));
             }
-            fence_member(
-                group,
-                &mut self.timers,
-                &self.topics,
-                member_id,
-                FenceCause::Leave,
-                out,
-            );
+            self.fence(group_id, member_id, FenceCause::Leave, out);
             return Ok(response(req.member_epoch));
         };
         let Some(existing) = group.static_member(instance) else {
@@ -358,14 +357,7 @@ impl ConsumerGroups {
             }
             return Ok(response(LEAVE_GROUP_STATIC_MEMBER_EPOCH));
         }
-        fence_member(
-            group,
-            &mut self.timers,
-            &self.topics,
-            member_id,
-            FenceCause::Leave,
-            out,
-        );
+        self.fence(group_id, member_id, FenceCause::Leave, out);
         Ok(response(req.member_epoch))
     }
 }
@@ -397,13 +389,20 @@ fn find_member(
     if joining {
         return match existing {
             None => Ok((Member::new(member_id.to_string()), None)),
-            Some(e) if e.member_epoch != LEAVE_GROUP_STATIC_MEMBER_EPOCH => Err(Refusal(
+            // A classic-protocol incarnation may always be replaced (Kafka checks the release
+            // only between two consumer-protocol members).
+            Some(e)
+                if e.member_epoch != LEAVE_GROUP_STATIC_MEMBER_EPOCH
+                    && !e.uses_classic_protocol() =>
+            {
+                Err(Refusal(
                 code::UNRELEASED_INSTANCE_ID,
                 format!(
                     "Static member {member_id} with instance id {instance} cannot join the group because the instance id is owned by {} member.",
                     e.id
                 ),
-            )),
+                ))
+            }
             Some(e) => {
                 // The new incarnation takes over the old one's partitions, at epoch 0.
                 let mut m = e.clone();

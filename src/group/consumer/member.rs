@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use bytes::Bytes;
 use uuid::Uuid;
 
 /// Partitions by topic id (Kafka's `Map<Uuid, Set<Integer>>`); a topic is present only with at
@@ -54,6 +55,17 @@ pub struct Member {
     pub assigned: Assignment,
     /// What the member still owns but must give up (not consumable by anyone else yet).
     pub pending_revocation: Assignment,
+    /// Set for a member that speaks the classic protocol (JoinGroup/SyncGroup/Heartbeat) in this
+    /// consumer group (Kafka's `ClassicMemberMetadata`).
+    pub classic: Option<ClassicMember>,
+}
+
+/// What a classic-protocol member of a consumer group brought in its JoinGroup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClassicMember {
+    pub session_timeout_ms: i32,
+    /// (name, ConsumerProtocolSubscription bytes) in the client's order of preference.
+    pub protocols: Vec<(String, Bytes)>,
 }
 
 impl Member {
@@ -74,7 +86,13 @@ impl Member {
             previous_member_epoch: -1,
             assigned: Assignment::new(),
             pending_revocation: Assignment::new(),
+            classic: None,
         }
+    }
+
+    /// Kafka's `useClassicProtocol`.
+    pub fn uses_classic_protocol(&self) -> bool {
+        self.classic.is_some()
     }
 
     /// Kafka's `isReconciledTo`.

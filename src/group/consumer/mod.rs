@@ -1,27 +1,40 @@
 //! Kafka's consumer group protocol (KIP-848): ConsumerGroupHeartbeat (API 68) v0–1 and
 //! ConsumerGroupDescribe (API 69) v0–1, with server-side assignment and incremental reconciliation,
-//! as a pure state machine beside the classic coordinator (no tokio, no sockets, no clock reads:
-//! time is passed in). The semantics are Apache Kafka 4's group coordinator (`GroupMetadataManager`,
+//! and the classic-protocol members Kafka 4 serves in a consumer group, as a pure state machine
+//! beside the classic coordinator (no tokio, no sockets, no clock reads: time is passed in). The semantics are Apache Kafka 4's group coordinator (`GroupMetadataManager`,
 //! `ConsumerGroup`, `CurrentAssignmentBuilder`, `TargetAssignmentBuilder`, `UniformAssignor`,
 //! `RangeAssignor`).
 //!
 //! Layout: `member.rs`, `group.rs` (data and queries), `reconcile.rs` (one member towards its
 //! target), `assignor/` (`uniform`, `range`), `heartbeat.rs` (join, heartbeat, leave, timeouts),
-//! `describe.rs`, `offsets.rs` (OffsetCommit/OffsetFetch fenced by member epoch), `topics.rs`
-//! (topic metadata input, regexes), `timers.rs`.
+//! `classic.rs` (classic-protocol members: JoinGroup/SyncGroup/Heartbeat/LeaveGroup of a consumer
+//! group), `convert.rs` (online upgrade from and downgrade to classic groups), `describe.rs`,
+//! `offsets.rs` (OffsetCommit/OffsetFetch fenced by member epoch), `topics.rs` (topic metadata
+//! input, regexes), `timers.rs`.
 //!
 //! For the shell:
 //! - Topic metadata comes in through `set_topics` (ids, names, partition counts); groups whose
 //!   subscribed topics or regex matches change get a new group epoch, so their next heartbeat
 //!   computes a new target.
-//! - `heartbeat` answers at once (nothing parks). Call `tick(now)` when `now >= next_deadline()`:
-//!   expired sessions and rebalance timeouts fence their members.
-//! - One group-id namespace with the classic coordinator is the caller's job: a heartbeat for an
-//!   id that names a non-empty classic group is answered GROUP_ID_NOT_FOUND ("not a consumer
-//!   group") before it gets here; an empty classic group is deleted first (Kafka's
-//!   `getOrMaybeCreateConsumerGroup`). `contains` tells the classic side an id is taken.
+//! - Every call answers at once (nothing parks, the classic APIs included). Call `tick(now)` when
+//!   `now >= next_deadline()`: expired sessions, rebalance, join and sync timeouts fence members.
+//! - One group-id namespace with the classic coordinator is the caller's job. A
+//!   ConsumerGroupHeartbeat for an id that names a classic group: an empty one is deleted first (Kafka's
+//!   `getOrMaybeCreateConsumerGroup`); a non-empty one is an upgrade when the heartbeat joins (epoch
+//!   0): `upgrade_from` with the classic side's snapshot, and the classic side drops the group only
+//!   if it returns `true`; otherwise GROUP_ID_NOT_FOUND ("not a consumer group").
+//! - Classic JoinGroup for an id where `serves_classic_join` is true goes to `classic_join`; an empty
+//!   consumer group is deleted first and the JoinGroup goes to the classic side (Kafka's
+//!   `classicGroupJoin`). SyncGroup, Heartbeat, LeaveGroup for a consumer group's id go to
+//!   `classic_sync`, `classic_heartbeat`, `classic_leave`. `contains` tells the classic side an id
+//!   is taken.
+//! - After every call and `tick`: `take_downgrades` gives the groups that became classic again, for
+//!   the classic side's `import_classic`; `take_dirty` names the records to write (a downgraded
+//!   group's record is `None`: its tombstone).
 
 mod assignor;
+mod classic;
+mod convert;
 mod describe;
 mod group;
 mod heartbeat;
@@ -40,12 +53,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, Hasher};
 
 pub use assignor::Assignor;
+pub use convert::{
+    ClassicMemberSnapshot, ClassicSnapshot, Downgrade, DowngradeReason, MigrationPolicy,
+};
 pub use group::{ConsumerGroup, ConsumerGroupState, Reconciliation};
 pub use member::{
-    Assignment, Member, MemberState, LEAVE_GROUP_MEMBER_EPOCH, LEAVE_GROUP_STATIC_MEMBER_EPOCH,
+    Assignment, ClassicMember, Member, MemberState, LEAVE_GROUP_MEMBER_EPOCH,
+    LEAVE_GROUP_STATIC_MEMBER_EPOCH,
 };
 pub use offsets::OffsetFence;
-pub use record::{AssignmentRecord, ConsumerGroupRecord, ConsumerMemberRecord};
+pub use record::{
+    AssignmentRecord, ClassicMemberRecord, ConsumerGroupRecord, ConsumerMemberRecord,
+};
 pub use topics::{TopicInfo, Topics};
 
 use super::Millis;
@@ -65,6 +84,12 @@ pub struct ConsumerConfig {
     pub max_size: usize,
     /// `group.consumer.assignors`: the server-side assignors offered; the first is the default.
     pub assignors: Vec<Assignor>,
+    /// `group.consumer.migration.policy`: whether a classic group may become a consumer group
+    /// (upgrade) and back (downgrade).
+    pub migration_policy: MigrationPolicy,
+    /// `group.classic.max.size`: a consumer group with more members is not downgraded (the shell
+    /// sets it to the classic coordinator's `max_group_size`).
+    pub classic_max_size: usize,
 }
 
 impl Default for ConsumerConfig {
@@ -74,6 +99,8 @@ impl Default for ConsumerConfig {
             heartbeat_interval_ms: 5_000,
             max_size: i32::MAX as usize,
             assignors: vec![Assignor::Uniform, Assignor::Range],
+            migration_policy: MigrationPolicy::Bidirectional,
+            classic_max_size: i32::MAX as usize,
         }
     }
 }
@@ -93,6 +120,23 @@ pub enum FenceCause {
     SessionTimeout,
     /// It kept partitions pending revocation beyond its rebalance timeout.
     RebalanceTimeout,
+    /// A classic-protocol member did not rejoin within its rebalance timeout when told to.
+    JoinTimeout,
+    /// A classic-protocol member did not send SyncGroup within its rebalance timeout.
+    SyncTimeout,
+}
+
+impl FenceCause {
+    /// A metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            FenceCause::Leave => "leave",
+            FenceCause::SessionTimeout => "session_timeout",
+            FenceCause::RebalanceTimeout => "rebalance_timeout",
+            FenceCause::JoinTimeout => "join_timeout",
+            FenceCause::SyncTimeout => "sync_timeout",
+        }
+    }
 }
 
 /// Metric events of consumer groups.
@@ -139,6 +183,8 @@ pub struct ConsumerGroups {
     ids: MemberIds,
     /// Groups whose record changed since `take_dirty` (deleted ones included).
     dirty: BTreeSet<String>,
+    /// Groups converted back to classic groups, for the shell (`take_downgrades`).
+    downgrades: Vec<Downgrade>,
 }
 
 impl ConsumerGroups {
@@ -158,6 +204,7 @@ impl ConsumerGroups {
             timers: Timers::default(),
             ids: MemberIds { seed, counter: 0 },
             dirty: BTreeSet::new(),
+            downgrades: Vec::new(),
         }
     }
 
@@ -243,7 +290,7 @@ impl ConsumerGroups {
                 continue;
             };
             let fence = match kind {
-                Kind::Session => g.members.contains_key(&member),
+                Kind::Session | Kind::Join | Kind::Sync => g.members.contains_key(&member),
                 Kind::Rebalance { epoch } => g
                     .members
                     .get(&member)
@@ -253,8 +300,10 @@ impl ConsumerGroups {
                 let cause = match kind {
                     Kind::Session => FenceCause::SessionTimeout,
                     Kind::Rebalance { .. } => FenceCause::RebalanceTimeout,
+                    Kind::Join => FenceCause::JoinTimeout,
+                    Kind::Sync => FenceCause::SyncTimeout,
                 };
-                heartbeat::fence_member(g, &mut self.timers, &self.topics, &member, cause, out);
+                self.fence(&group, &member, cause, out);
             }
             self.note(&group);
         }

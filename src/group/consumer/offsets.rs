@@ -7,6 +7,7 @@ use super::ConsumerGroups;
 
 /// Kafka error codes of the fences.
 pub mod code {
+    pub const ILLEGAL_GENERATION: i16 = 22;
     pub const UNKNOWN_MEMBER_ID: i16 = 25;
     pub const UNSUPPORTED_VERSION: i16 = 35;
     pub const STALE_MEMBER_EPOCH: i16 = 113;
@@ -28,7 +29,8 @@ impl ConsumerGroups {
     /// (`generation_id_or_member_epoch`), sent at `api_version`. An epoch below 0 on an empty
     /// group is an admin or manual commit and is accepted; otherwise the member must exist
     /// (UNKNOWN_MEMBER_ID), use OffsetCommit v9+ (UNSUPPORTED_VERSION) and be at its current epoch
-    /// (STALE_MEMBER_EPOCH).
+    /// (STALE_MEMBER_EPOCH). A classic-protocol member commits at any version with its generation,
+    /// which must be its member epoch (ILLEGAL_GENERATION; Kafka's `isClassicMember` path).
     pub fn fence_offset_commit(
         &self,
         group: &str,
@@ -45,6 +47,14 @@ impl ConsumerGroups {
         let Some(m) = g.members.get(member_id) else {
             return OffsetFence::Refuse(code::UNKNOWN_MEMBER_ID);
         };
+        if m.uses_classic_protocol() {
+            // A classic member commits with its generation, which is its member epoch.
+            return if member_epoch == m.member_epoch {
+                OffsetFence::Accept
+            } else {
+                OffsetFence::Refuse(code::ILLEGAL_GENERATION)
+            };
+        }
         if api_version < 9 {
             return OffsetFence::Refuse(code::UNSUPPORTED_VERSION);
         }
@@ -79,7 +89,11 @@ impl ConsumerGroups {
             return OffsetFence::Refuse(code::UNKNOWN_MEMBER_ID);
         };
         if member_epoch != m.member_epoch {
-            return OffsetFence::Refuse(code::STALE_MEMBER_EPOCH);
+            return OffsetFence::Refuse(if m.uses_classic_protocol() {
+                code::ILLEGAL_GENERATION
+            } else {
+                code::STALE_MEMBER_EPOCH
+            });
         }
         OffsetFence::Accept
     }

@@ -6,11 +6,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::group::ConsumerGroup;
-use super::member::{Assignment, Member, MemberState};
+use super::member::{Assignment, ClassicMember, Member, MemberState};
 use super::timers::Kind;
 use super::topics::TopicInfo;
 use super::{ConsumerEvent, ConsumerGroups};
@@ -48,6 +49,33 @@ pub struct ConsumerMemberRecord {
     pub assigned: AssignmentRecord,
     pub pending_revocation: AssignmentRecord,
     pub target: AssignmentRecord,
+    /// A classic-protocol member's JoinGroup data (absent in records written before classic
+    /// members were served: a consumer-protocol member).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classic: Option<ClassicMemberRecord>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassicMemberRecord {
+    pub session_timeout_ms: i32,
+    /// (protocol name, metadata as lowercase hex) in the client's order.
+    pub protocols: Vec<(String, String)>,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// `None` if it is not hex.
+fn unhex(s: &str) -> Option<Bytes> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()
+        .map(Bytes::from)
 }
 
 fn to_record(a: &Assignment) -> AssignmentRecord {
@@ -108,6 +136,14 @@ impl ConsumerGroups {
                     assigned: to_record(&m.assigned),
                     pending_revocation: to_record(&m.pending_revocation),
                     target: to_record(g.target.get(&m.id).unwrap_or(&empty)),
+                    classic: m.classic.as_ref().map(|c| ClassicMemberRecord {
+                        session_timeout_ms: c.session_timeout_ms,
+                        protocols: c
+                            .protocols
+                            .iter()
+                            .map(|(n, b)| (n.clone(), hex(b)))
+                            .collect(),
+                    }),
                 })
                 .collect(),
         })
@@ -133,7 +169,11 @@ impl ConsumerGroups {
                 Some(g) => {
                     self.timers.cancel_group(&id);
                     for m in g.members.values() {
-                        let session = now + self.config.session_timeout_ms.max(0) as u64;
+                        let timeout = m
+                            .classic
+                            .as_ref()
+                            .map_or(self.config.session_timeout_ms, |c| c.session_timeout_ms);
+                        let session = now + timeout.max(0) as u64;
                         self.timers.arm(&id, &m.id, Kind::Session, session);
                         if m.state == MemberState::UnrevokedPartitions {
                             let at = now + m.rebalance_timeout_ms.max(0) as u64;
@@ -175,6 +215,17 @@ impl ConsumerGroups {
                 previous_member_epoch: m.previous_member_epoch,
                 assigned: from_record(&m.assigned)?,
                 pending_revocation: from_record(&m.pending_revocation)?,
+                classic: match &m.classic {
+                    None => None,
+                    Some(c) => Some(ClassicMember {
+                        session_timeout_ms: c.session_timeout_ms,
+                        protocols: c
+                            .protocols
+                            .iter()
+                            .map(|(n, h)| Some((n.clone(), unhex(h)?)))
+                            .collect::<Option<Vec<_>>>()?,
+                    }),
+                },
             };
             g.target.insert(member.id.clone(), from_record(&m.target)?);
             g.put_member(member);

@@ -1,5 +1,6 @@
-//! The consumer coordinator's timers: one member session timeout and at most one rebalance timeout
-//! per member, fired in (deadline, arming order). It never reads a clock; `now` is passed in.
+//! The consumer coordinator's timers: per member one session timeout, at most one rebalance timeout
+//! and, for a classic-protocol member, a join and a sync timeout; fired in (deadline, arming
+//! order). It never reads a clock; `now` is passed in.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -11,13 +12,28 @@ pub(crate) enum Kind {
     Session,
     /// The member did not revoke within its rebalance timeout while at this epoch.
     Rebalance { epoch: i32 },
+    /// A classic member told to rejoin did not send JoinGroup within its rebalance timeout.
+    Join,
+    /// A classic member did not send SyncGroup within its rebalance timeout after its JoinGroup.
+    Sync,
+}
+
+impl Kind {
+    fn slot(&self) -> u8 {
+        match self {
+            Kind::Session => 0,
+            Kind::Rebalance { .. } => 1,
+            Kind::Join => 2,
+            Kind::Sync => 3,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Key {
     group: String,
     member: String,
-    rebalance: bool,
+    slot: u8,
 }
 
 #[derive(Default)]
@@ -33,7 +49,7 @@ impl Timers {
         let key = Key {
             group: group.to_string(),
             member: member.to_string(),
-            rebalance: matches!(kind, Kind::Rebalance { .. }),
+            slot: kind.slot(),
         };
         if let Some((old_at, old_seq, _)) = self.armed.remove(&key) {
             self.queue.remove(&(old_at, old_seq));
@@ -43,21 +59,41 @@ impl Timers {
         self.armed.insert(key, (at, self.seq, kind));
     }
 
+    /// Arms the timer unless one of this kind is armed already (Kafka's `scheduleIfAbsent`).
+    pub(crate) fn arm_if_absent(&mut self, group: &str, member: &str, kind: Kind, at: Millis) {
+        if !self.is_armed(group, member, &kind) {
+            self.arm(group, member, kind, at);
+        }
+    }
+
+    pub(crate) fn is_armed(&self, group: &str, member: &str, kind: &Kind) -> bool {
+        self.armed.contains_key(&Key {
+            group: group.to_string(),
+            member: member.to_string(),
+            slot: kind.slot(),
+        })
+    }
+
     pub(crate) fn cancel_rebalance(&mut self, group: &str, member: &str) {
+        self.cancel_kind(group, member, &Kind::Rebalance { epoch: 0 });
+    }
+
+    /// Cancels the member's timer of this kind (the epoch of a rebalance kind is ignored).
+    pub(crate) fn cancel_kind(&mut self, group: &str, member: &str, kind: &Kind) {
         self.cancel(Key {
             group: group.to_string(),
             member: member.to_string(),
-            rebalance: true,
+            slot: kind.slot(),
         });
     }
 
-    /// Cancels both timers of a member (it left or was fenced).
+    /// Cancels every timer of a member (it left or was fenced).
     pub(crate) fn cancel_member(&mut self, group: &str, member: &str) {
-        for rebalance in [false, true] {
+        for slot in 0..4 {
             self.cancel(Key {
                 group: group.to_string(),
                 member: member.to_string(),
-                rebalance,
+                slot,
             });
         }
     }

@@ -2,6 +2,10 @@
 //! cases they mirror. `H` checks after every call that no partition is held by two members, both
 //! as the coordinator records it and as the clients were told.
 
+mod classic;
+mod classic_members;
+mod classic_props;
+mod convert;
 mod heartbeat;
 mod props;
 mod reconcile;
