@@ -133,7 +133,11 @@ pub struct Config {
     /// Classic ↔ consumer group conversion (group.consumer.migration.policy): `bidirectional`,
     /// `upgrade` (a consumer-protocol member may join a classic group, converting it), `downgrade`
     /// (a consumer group whose last consumer-protocol member left becomes classic), `disabled`.
-    #[arg(long, env = "KELP_GROUP_CONSUMER_MIGRATION_POLICY", default_value = "bidirectional")]
+    #[arg(
+        long,
+        env = "KELP_GROUP_CONSUMER_MIGRATION_POLICY",
+        default_value = "bidirectional"
+    )]
     pub group_consumer_migration_policy: String,
 
     /// SeaweedFS filer URL (http://host:port) where committed offsets and group records are kept.

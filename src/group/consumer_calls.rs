@@ -153,7 +153,9 @@ impl Coordinator {
             return;
         };
         let mut events = Vec::new();
-        let (response, converted) = self.consumer.upgrade_from(now, &cx, &snapshot, &req, &mut events);
+        let (response, converted) =
+            self.consumer
+                .upgrade_from(now, &cx, &snapshot, &req, &mut events);
         if converted {
             self.export_classic(now, &id, out);
             self.consumer_incarnations.forget(&id);
@@ -366,8 +368,7 @@ impl Coordinator {
             if let Some(record) = self.consumer.record(&group) {
                 let record = Box::new(record);
                 let write = move || Write::ConsumerRecord(record);
-                self.persist
-                    .issue(out, &group, incarnation, write, effect);
+                self.persist.issue(out, &group, incarnation, write, effect);
             }
             touched.push(group);
         }

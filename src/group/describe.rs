@@ -29,7 +29,9 @@ pub(crate) fn describe(
 ) {
     let mut response = DescribeGroupsResponse::default();
     for id in &req.groups {
-        let consumer = c.consumer_groups().describe_classic(id.as_str(), meta.version);
+        let consumer = c
+            .consumer_groups()
+            .describe_classic(id.as_str(), meta.version);
         let mut d = match c.groups.get(id.as_str()) {
             _ if c.loading => {
                 let mut d = DescribedGroup::default();

@@ -76,7 +76,7 @@ pub struct Metrics {
     pub registry: Registry,
     api: HashMap<(i16, Path), ApiHandles>,
     pub request_errors: IntCounterVec,
-    /// ConsumerGroupHeartbeat answers by error ("none" for success).
+    /// ConsumerGroupHeartbeat answers by error ("ok" for success).
     pub consumer_heartbeats: IntCounterVec,
     pub bytes_client_in: IntCounter,
     pub bytes_client_out: IntCounter,
@@ -180,7 +180,7 @@ impl Metrics {
             consumer_heartbeats: IntCounterVec::new(
                 Opts::new(
                     "kelp_consumer_heartbeats_total",
-                    "ConsumerGroupHeartbeat answers (KIP-848), by error (none for success)",
+                    "ConsumerGroupHeartbeat answers (KIP-848), by error (ok for success)",
                 ),
                 &["error"],
             )

@@ -79,6 +79,34 @@ impl Harness {
     }
 }
 
+/// A classic member's ConsumerProtocolSubscription (v1) naming `topics`.
+fn subscription(topics: &[&str]) -> bytes::Bytes {
+    use bytes::BufMut;
+    use kafka_protocol::protocol::Encodable;
+    let sub =
+        ConsumerProtocolSubscription::default().with_topics(topics.iter().map(|t| s(t)).collect());
+    let mut buf = bytes::BytesMut::new();
+    buf.put_i16(1);
+    sub.encode(&mut buf, 1).expect("encodes");
+    buf.freeze()
+}
+
+/// A classic leader's ConsumerProtocolAssignment (v1) of `orders` partitions.
+fn classic_assignment(partitions: &[i32]) -> bytes::Bytes {
+    use bytes::BufMut;
+    use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition;
+    use kafka_protocol::protocol::Encodable;
+    let a = ConsumerProtocolAssignment::default().with_assigned_partitions(vec![
+        TopicPartition::default()
+            .with_topic(TopicName(s(TOPIC)))
+            .with_partitions(partitions.to_vec()),
+    ]);
+    let mut buf = bytes::BytesMut::new();
+    buf.put_i16(1);
+    a.encode(&mut buf, 1).expect("encodes");
+    buf.freeze()
+}
+
 /// The partitions of `orders` an answer assigns (`None`: no assignment in the answer).
 fn assigned(r: &ConsumerGroupHeartbeatResponse) -> Option<Vec<i32>> {
     let a = r.assignment.as_ref()?;
@@ -112,10 +140,22 @@ fn consumer_group_heartbeat_joins_and_is_assigned_through_the_coordinator() {
 
 #[test]
 fn test_consumer_heartbeat_with_non_empty_classic_group() {
-    // Kafka: a ConsumerGroupHeartbeat for a classic group with members is GROUP_ID_NOT_FOUND.
-    let mut h = harness(4);
+    // Kafka: a ConsumerGroupHeartbeat for a classic group with members is GROUP_ID_NOT_FOUND,
+    // unless it is a join the migration policy lets upgrade the group.
+    let mut config = super::config();
+    config.consumer.migration_policy = crate::group::consumer::MigrationPolicy::Disabled;
+    let mut h = Harness::with(config);
     h.stable(1);
     let t = h.cgh(join_req("m1"));
+    let r = h.cgh_response(t);
+    assert_eq!(r.error_code, 69);
+    assert_eq!(
+        r.error_message.as_deref(),
+        Some(
+            "Cannot upgrade classic group g to consumer group because online upgrade is disabled."
+        )
+    );
+    let t = h.cgh(beat_req("m1", 3, &[]));
     let r = h.cgh_response(t);
     assert_eq!(r.error_code, 69);
     assert_eq!(
@@ -123,6 +163,55 @@ fn test_consumer_heartbeat_with_non_empty_classic_group() {
         Some("Group g is not a consumer group.")
     );
     assert!(!h.c.is_consumer_group(G));
+    assert_eq!(h.state(), crate::group::GroupState::Stable);
+}
+
+#[test]
+fn test_online_upgrade_and_downgrade_through_the_coordinator() {
+    // Kafka's testConsumerGroupHeartbeatWithStableClassicGroup and
+    // testLastConsumerProtocolMemberLeavingConsumerGroup, through `Coordinator::handle`.
+    let mut h = harness(4);
+    let mut classic = super::jr();
+    classic.protocols = vec![("range".into(), subscription(&[TOPIC]))];
+    let (id, t) = h.new_member(classic);
+    h.advance_until_answered(&[t], 1000, 60_000);
+    let generation = h.gen();
+    let sync = SyncGroupRequest::default()
+        .with_group_id(GroupId(s(G)))
+        .with_member_id(s(&id))
+        .with_generation_id(generation)
+        .with_protocol_type(Some(s("consumer")))
+        .with_protocol_name(Some(s("range")))
+        .with_assignments(vec![
+            kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment::default()
+                .with_member_id(s(&id))
+                .with_assignment(classic_assignment(&[0, 1, 2, 3])),
+        ]);
+    let t = h.send(5, "c", "/127.0.0.1", Request::SyncGroup(sync));
+    assert_eq!(h.sres(t).error_code, 0);
+    let ids = [id];
+    let (epoch, owned) = h.join_consumer("m2");
+    assert!(h.c.is_consumer_group(G), "upgraded");
+    assert!(!h.c.groups.contains_key(G));
+    assert!(epoch > 0, "{owned:?}");
+    // The record on the disk is the consumer group's now.
+    assert!(h.disk.consumer_records.contains_key(G));
+    assert!(!h.disk.records.contains_key(G));
+    // The classic member is served by the consumer group: its heartbeat answers (it must rejoin
+    // to move towards its new target: REBALANCE_IN_PROGRESS, or 0 if nothing moves).
+    let code = h.heartbeat(&ids[0], h.c.consumer_groups().group(G).unwrap().group_epoch);
+    assert!(code == 0 || code == 27 || code == 22, "{code}");
+    // The consumer-protocol member leaves: the group goes back to classic, with the classic member.
+    let t = h.cgh(beat_req("m2", epoch, &owned).with_member_epoch(-1));
+    assert_eq!(h.cgh_response(t).error_code, 0);
+    assert!(!h.c.is_consumer_group(G), "downgraded");
+    assert!(h.c.groups.contains_key(G));
+    assert_eq!(h.member_ids(), vec![ids[0].clone()]);
+    assert!(
+        h.disk.records.contains_key(G),
+        "the classic record supersedes"
+    );
+    assert!(!h.disk.consumer_records.contains_key(G));
 }
 
 #[test]
