@@ -436,11 +436,7 @@ async fn run(
                         sh.replied(token, refused, Instant::now());
                     }
                     if let Response::ConsumerGroupHeartbeat(r) = &response {
-                        // METRICS.md: `none` for success (error_name says `ok`).
-                        let error = match r.error_code {
-                            0 => "none".to_string(),
-                            code => crate::metrics::error_name(code),
-                        };
+                        let error = crate::metrics::error_name(r.error_code);
                         metrics
                             .consumer_heartbeats
                             .with_label_values(&[&error])
