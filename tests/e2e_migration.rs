@@ -35,7 +35,15 @@ struct Scene<'a> {
 
 impl Scene<'_> {
     fn series(&self, name: &str, mode: &str, extra: &str) -> String {
-        format!("{name}{{group=\"{}\",mode=\"{mode}\"{extra}}} ", self.group)
+        // Per-group series carry the protocol (this is a classic group); the mode gauge does not.
+        let protocol = match name {
+            "kelp_group_mode" => "",
+            _ => ",protocol=\"classic\"",
+        };
+        format!(
+            "{name}{{group=\"{}\",mode=\"{mode}\"{protocol}{extra}}} ",
+            self.group
+        )
     }
 
     /// Reloads with `text` and returns what was consumed before, per member, and the committed

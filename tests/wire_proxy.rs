@@ -51,7 +51,7 @@ fn metadata(topic: Option<&str>) -> MetadataRequest {
 }
 
 #[test]
-fn api_versions_advertises_the_intersection_and_never_kip_848() {
+fn api_versions_advertises_the_intersection_and_kip_848_while_every_group_is_local() {
     let kelp = kelp();
     let mut raw = Raw::connect(kelp.addr());
     for version in [0, 3, 4] {
@@ -68,11 +68,16 @@ fn api_versions_advertises_the_intersection_and_never_kip_848() {
         assert_eq!(range(&response, ApiKey::Metadata), Some((0, 13)));
         assert_eq!(range(&response, ApiKey::ApiVersions), Some((0, 4)));
         assert_eq!(range(&response, ApiKey::FindCoordinator), Some((0, 6)));
+        // KIP-848's APIs: kelp's coordinator serves them (every group is local here).
+        assert_eq!(
+            range(&response, ApiKey::ConsumerGroupHeartbeat),
+            Some((0, 1))
+        );
+        assert_eq!(
+            range(&response, ApiKey::ConsumerGroupDescribe),
+            Some((0, 1))
+        );
         for key in &response.api_keys {
-            assert!(
-                key.api_key != 68 && key.api_key != 69,
-                "KIP-848 API advertised"
-            );
             assert!(key.min_version <= key.max_version);
         }
     }
@@ -310,8 +315,8 @@ fn bad_input_closes_only_that_connection() {
     // An unknown API key.
     let unknown = [0, 0, 0, 10, 0x7f, 0x00, 0, 0, 0, 0, 0, 1, 0xff, 0xff];
     assert_closed_and_counted(&kelp, &mut bystander, &unknown, "unknown_api");
-    // A known API kelp neither serves nor forwards (ConsumerGroupHeartbeat, KIP-848).
-    let unserved = [0, 0, 0, 11, 0, 68, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0];
+    // A known API kelp neither serves nor forwards (ShareGroupHeartbeat, KIP-932).
+    let unserved = [0, 0, 0, 11, 0, 76, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0];
     assert_closed_and_counted(&kelp, &mut bystander, &unserved, "unsupported_api");
     // A body that does not decode, for an API kelp reads (FindCoordinator v3, flexible).
     let garbage = [
