@@ -189,7 +189,7 @@ impl Coordinator {
         if let Request::JoinGroup(_) = request {
             if !self.consumer.serves_classic_join(&id) {
                 let _ = self.consumer.delete(&id);
-                self.consumer.take_dirty();
+                self.consumer.clean(&id);
                 self.consumer_incarnations.forget(&id);
                 out.push(Output::Event(Event::GroupReleased { group: id }));
                 return false;
@@ -266,7 +266,7 @@ impl Coordinator {
         out: &mut Vec<Output>,
     ) -> Result<(), i16> {
         self.consumer.delete(group)?;
-        self.consumer.take_dirty();
+        self.consumer.clean(group);
         self.offsets.take_group(group);
         self.imports.forget(group);
         let incarnation = self.consumer_incarnation(group);
@@ -282,6 +282,27 @@ impl Coordinator {
             group: group.to_string(),
         }));
         Ok(())
+    }
+
+    /// Removes an Empty consumer group whose offsets all expired (retention); its tombstone is
+    /// written.
+    pub(crate) fn consumer_expire(&mut self, group: &str, out: &mut Vec<Output>) {
+        if self.consumer.delete(group).is_err() {
+            return;
+        }
+        self.consumer.clean(group);
+        let incarnation = self.consumer_incarnation(group);
+        self.consumer_incarnations.forget(group);
+        let effect = Effect::Tombstone {
+            token: None,
+            index: 0,
+            restore: None,
+        };
+        self.persist
+            .issue(out, group, incarnation, || Write::DeleteGroup, effect);
+        out.push(Output::Event(Event::GroupDeleted {
+            group: group.to_string(),
+        }));
     }
 
     /// Restores consumer groups from their records (startup load or adoption). A damaged
@@ -306,7 +327,9 @@ impl Coordinator {
             tracing::error!(group = %id, "a consumer group record does not restore; the group starts empty");
         }
         // Loading is not a change: nothing to write back.
-        self.consumer.take_dirty();
+        for id in &ids {
+            self.consumer.clean(id);
+        }
         self.consumer_events(events, out);
         for id in ids {
             self.consumer_progress_event(&id, out);

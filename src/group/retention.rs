@@ -59,6 +59,38 @@ pub(crate) fn cleanup(c: &mut Coordinator, now: Millis, out: &mut Vec<Output>) {
         }
     }
     ensure_armed(cx.timers, cx.config, now);
+    consumer_cleanup(c, now, out);
+}
+
+/// Consumer groups (KIP-848), as Kafka's `ConsumerGroup.offsetExpirationCondition`: an Empty
+/// group's offsets expire `retention` after their commit (or at their own expiry time); an Empty
+/// group left without offsets is deleted, its tombstone written.
+fn consumer_cleanup(c: &mut Coordinator, now: Millis, out: &mut Vec<Output>) {
+    let retention = c.config.offsets_retention_ms;
+    let empty: Vec<String> = c
+        .consumer
+        .groups()
+        .filter(|g| g.members.is_empty())
+        .map(|g| g.id.clone())
+        .filter(|id| c.persist.in_flight(id) == 0 && !c.imports.is_running(id))
+        .collect();
+    for id in empty {
+        let expired = c.offsets.expire(&id, |_, offset| {
+            let deadline = offset
+                .expire_timestamp
+                .unwrap_or_else(|| offset.commit_timestamp.saturating_add(retention));
+            now >= deadline
+        });
+        let incarnation = c.consumer_incarnation(&id);
+        if !expired.is_empty() {
+            let write = c.persist.durable.then_some(expired);
+            let write = move || Write::DeleteOffsets(write.unwrap_or_default());
+            c.persist.issue(out, &id, incarnation, write, Effect::None);
+        }
+        if !c.offsets.has_offsets(&id) {
+            c.consumer_expire(&id, out);
+        }
+    }
 }
 
 /// When an offset's retention starts counting.

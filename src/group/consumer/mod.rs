@@ -318,6 +318,11 @@ impl ConsumerGroups {
         }
     }
 
+    /// Forgets that `group` changed (its removal is written by the caller, or nothing is).
+    pub fn clean(&mut self, group: &str) {
+        self.dirty.remove(group);
+    }
+
     /// Marks `group` changed (its last record write failed: write it again at the next change).
     pub fn touch(&mut self, group: &str) {
         if self.groups.contains_key(group) {

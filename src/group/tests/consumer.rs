@@ -474,3 +474,37 @@ fn a_consumer_group_is_in_the_views_with_its_members_assignments() {
     assert_eq!(owned.get(TOPIC), Some(&vec![0, 1, 2, 3]));
     assert_eq!(v.offsets.len(), 1);
 }
+
+#[test]
+fn an_empty_consumer_groups_offsets_expire_and_the_group_goes() {
+    // Kafka's ConsumerGroup.offsetExpirationCondition: an Empty group's offsets expire retention
+    // after their commit; the group goes with its last offsets.
+    let mut config = super::config();
+    config.offsets_retention_ms = 60_000;
+    config.offsets_retention_check_interval_ms = 10_000;
+    let mut h = Harness::with(config);
+    let mut out = Vec::new();
+    h.c.set_topics(
+        h.now,
+        Topics::new([(TOPIC.to_string(), topic_id(), 4)]),
+        &mut out,
+    );
+    h.absorb(out);
+    let (epoch, owned) = h.join_consumer("m1");
+    assert_eq!(h.consumer_commit(9, "m1", epoch), 0);
+    // With a member, nothing expires.
+    for _ in 0..10 {
+        h.advance(10_000);
+        let t = h.cgh(beat_req("m1", epoch, &owned));
+        assert_eq!(h.cgh_response(t).error_code, 0);
+    }
+    assert_eq!(h.committed(G, TOPIC, 0), 5);
+    let t = h.cgh(beat_req("m1", -1, &[]).with_member_epoch(-1));
+    assert_eq!(h.cgh_response(t).error_code, 0);
+    // Empty: the offsets (committed >60 s ago) go at the next check, and the group with them.
+    h.advance(10_000);
+    assert!(!h.c.is_consumer_group(G));
+    assert!(!h.disk.offsets.contains_key(G));
+    assert!(!h.disk.consumer_records.contains_key(G));
+    assert!(h.events.contains(&Event::GroupDeleted { group: G.into() }));
+}
