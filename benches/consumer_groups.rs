@@ -4,8 +4,6 @@
 //!
 //! `cargo bench --bench consumer_groups`
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Instant;
 
 use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
@@ -14,21 +12,8 @@ use kafka_protocol::protocol::StrBytes;
 use kelp::group::consumer::{CallContext, ConsumerConfig, ConsumerGroups, Topics};
 use uuid::Uuid;
 
-/// Counts live heap bytes, so group memory is measured exactly rather than through RSS noise.
-struct Counting;
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-#[global_allocator]
-static ALLOC: Counting = Counting;
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
 
 const TOPIC: u128 = 0x7070;
 const PARTITIONS: i32 = 30;
@@ -177,12 +162,12 @@ fn main() {
     }
     let steady_owned = beats as f64 / start.elapsed().as_secs_f64();
     // Memory: 10,000 Stable groups x 10 members.
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = counting_alloc::live();
     let mut m = Machine::new();
     for g in 0..10_000 {
         m.form(&format!("memory-group-{g:05}"));
     }
-    let after = LIVE.load(Ordering::Relaxed);
+    let after = counting_alloc::live();
     assert_eq!(m.c.group_count(), 10_000);
     let memory = (after - before) as f64 / (1024.0 * 1024.0);
     println!("| measurement | value |");

@@ -9,11 +9,9 @@
 //!
 //! `KELP_BIN=target/release/kelp cargo bench --bench coordinator`
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -23,21 +21,8 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kelp::group::{Call, Config, Coordinator, Output, Request, Response};
 
-/// Counts live heap bytes, so group memory is measured exactly rather than through RSS noise.
-struct Counting;
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-#[global_allocator]
-static ALLOC: Counting = Counting;
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
@@ -192,13 +177,13 @@ fn machine_ops() -> (f64, f64) {
 }
 
 fn machine_memory() -> f64 {
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = counting_alloc::live();
     let mut m = Machine::new();
     for g in 0..10_000 {
         m.form(&format!("memory-group-{g:05}"), 10);
     }
     m.out.shrink_to_fit();
-    let after = LIVE.load(Ordering::Relaxed);
+    let after = counting_alloc::live();
     assert_eq!(m.c.group_count(), 10_000);
     (after - before) as f64 / (1024.0 * 1024.0)
 }

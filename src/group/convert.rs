@@ -12,7 +12,7 @@ use super::consumer::{
     ClassicMemberSnapshot, ClassicSnapshot, Downgrade, DowngradeReason, FenceCause,
 };
 use super::group::{code, Group, Member, Protocol};
-use super::load::record;
+use super::load::{install, record};
 use super::persist::{Effect, Write};
 use super::rebalance::{join_error, prepare_rebalance, sync_response};
 use super::state::{GroupState, RebalanceReason};
@@ -82,29 +82,8 @@ impl Coordinator {
             self.export_classic(now, &id, out);
         }
         let (groups, _, mut cx) = self.parts(now, out);
-        cx.timers.cancel_group(&id);
         let mut g = restore(snapshot, now);
-        g.incarnation = cx.persist.next_incarnation();
-        cx.event(Event::StateChanged {
-            group: id.clone(),
-            state: g.state,
-        });
-        cx.event(Event::GenerationChanged {
-            group: id.clone(),
-            generation: g.generation,
-        });
-        cx.event(Event::MembersChanged {
-            group: id.clone(),
-            members: g.members.len(),
-        });
-        let sessions: Vec<(String, i32)> = g
-            .members
-            .values()
-            .map(|m| (m.id.clone(), m.session_timeout_ms))
-            .collect();
-        for (member, session) in sessions {
-            cx.arm_heartbeat(&id, &member, session);
-        }
+        install(&mut cx, &mut g);
         let written = record(&g, now, None);
         cx.persist(&g, || Write::Record(written), Effect::None);
         let reason = match reason {

@@ -10,7 +10,7 @@ use indexmap::IndexMap;
 
 use super::group::{Group, Member, Protocol};
 use super::persist::{GroupRecord, LoadedGroup, MemberRecord};
-use super::rebalance::prepare_rebalance;
+use super::rebalance::{prepare_rebalance, Ctx};
 use super::state::{GroupState, RebalanceReason};
 use super::{Coordinator, Event, Millis, Output};
 
@@ -78,29 +78,8 @@ pub(crate) fn load(
         }
         let max_size = c.config.max_group_size;
         let (groups, _, mut cx) = c.parts(now, out);
-        cx.timers.cancel_group(&id);
         let mut g = restore(id.clone(), record, now);
-        g.incarnation = cx.persist.next_incarnation();
-        cx.event(Event::StateChanged {
-            group: id.clone(),
-            state: g.state,
-        });
-        cx.event(Event::GenerationChanged {
-            group: id.clone(),
-            generation: g.generation,
-        });
-        cx.event(Event::MembersChanged {
-            group: id.clone(),
-            members: g.members.len(),
-        });
-        let sessions: Vec<(String, i32)> = g
-            .members
-            .values()
-            .map(|m| (m.id.clone(), m.session_timeout_ms))
-            .collect();
-        for (member, session) in sessions {
-            cx.arm_heartbeat(&id, &member, session);
-        }
+        install(&mut cx, &mut g);
         let over_capacity = g.members.len() > max_size;
         groups.insert(id.clone(), g);
         if let (true, Some(g)) = (over_capacity, groups.get_mut(&id)) {
@@ -109,6 +88,29 @@ pub(crate) fn load(
         }
     }
     c.consumer_load(now, consumer_records, out);
+}
+
+/// A group rebuilt from a record or a snapshot takes its place: the timers of whatever had its id
+/// stop, it gets a new incarnation, its state, generation and size are announced, and every
+/// member's session runs from now.
+pub(crate) fn install(cx: &mut Ctx<'_>, g: &mut Group) {
+    cx.timers.cancel_group(&g.id);
+    g.incarnation = cx.persist.next_incarnation();
+    cx.event(Event::StateChanged {
+        group: g.id.clone(),
+        state: g.state,
+    });
+    cx.event(Event::GenerationChanged {
+        group: g.id.clone(),
+        generation: g.generation,
+    });
+    cx.event(Event::MembersChanged {
+        group: g.id.clone(),
+        members: g.members.len(),
+    });
+    for m in g.members.values() {
+        cx.arm_heartbeat(&g.id, &m.id, m.session_timeout_ms);
+    }
 }
 
 /// A group object from its record (see the module docs).

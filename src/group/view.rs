@@ -5,12 +5,11 @@
 
 use std::collections::BTreeSet;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition;
-use kafka_protocol::messages::{ConsumerProtocolAssignment, TopicName};
-use kafka_protocol::protocol::{Encodable, StrBytes};
+use bytes::Bytes;
 
-use super::consumer::{ConsumerGroup, ConsumerGroupState};
+use super::consumer::{
+    encode_assignment, ConsumerGroup, ConsumerGroupState, CONSUMER_PROTOCOL_TYPE,
+};
 use super::{Coordinator, GroupState, Millis};
 
 /// One group as the coordinator holds it now.
@@ -125,33 +124,11 @@ impl Coordinator {
             }
         };
         let topics = self.consumer.topics();
-        let assignment = |m: &crate::group::consumer::Member| {
-            let assigned = m
-                .assigned
-                .iter()
-                .filter_map(|(id, parts)| {
-                    Some(
-                        TopicPartition::default()
-                            .with_topic(TopicName(StrBytes::from_string(
-                                topics.name(*id)?.to_string(),
-                            )))
-                            .with_partitions(parts.iter().copied().collect()),
-                    )
-                })
-                .collect();
-            let value = ConsumerProtocolAssignment::default().with_assigned_partitions(assigned);
-            let mut buf = BytesMut::new();
-            buf.put_i16(0);
-            match value.encode(&mut buf, 0) {
-                Ok(()) => buf.freeze(),
-                Err(_) => Bytes::new(),
-            }
-        };
         GroupView {
             group: g.id.clone(),
             state,
             generation: g.group_epoch,
-            protocol_type: "consumer".into(),
+            protocol_type: CONSUMER_PROTOCOL_TYPE.into(),
             protocol: g
                 .preferred_assignor(self.consumer.config().default_assignor())
                 .name()
@@ -165,7 +142,7 @@ impl Coordinator {
                     group_instance_id: m.instance_id.clone(),
                     client_id: m.client_id.clone(),
                     client_host: m.client_host.clone(),
-                    assignment: assignment(m),
+                    assignment: encode_assignment(&m.assigned, topics, &[]),
                 })
                 .collect(),
             offsets,

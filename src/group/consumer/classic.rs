@@ -19,9 +19,8 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use uuid::Uuid;
 
 use super::group::ConsumerGroup;
-use super::heartbeat::bump_group_epoch;
+use super::heartbeat::{apply_member, bump_group_epoch, note_state, reconcile_step};
 use super::member::{Assignment, ClassicMember, Member, MemberState};
-use super::reconcile::reconcile;
 use super::timers::Kind;
 use super::topics::Topics;
 use super::{CallContext, ConsumerEvent, ConsumerGroups, FenceCause};
@@ -228,7 +227,6 @@ impl ConsumerGroups {
                 Some(e) => (e.clone(), None),
             },
         };
-        let is_new = !group.members.contains_key(&member.id) && replaced.is_none();
         // The incarnation replaced used the consumer protocol: maybe the last one to (step 4 of
         // Kafka's `classicGroupJoinToConsumerGroup`).
         let replaced_consumer = replaced
@@ -263,36 +261,19 @@ impl ConsumerGroups {
             session_timeout_ms: req.session_timeout_ms,
             protocols,
         });
-        let subscription_changed = updated.subscribed_topic_names != member.subscribed_topic_names
-            || updated.subscribed_topic_regex != member.subscribed_topic_regex;
         if let Some(old) = &replaced {
-            group.move_target(old, &updated.id);
-            group.remove_member(old);
             self.timers.cancel_member(group_id, old);
         }
-        if group.members.get(&updated.id) != Some(&updated) {
-            group.put_member(updated.clone());
-        }
-        if is_new {
-            out.push(ConsumerEvent::MemberJoined {
-                group: group_id.to_string(),
-            });
-        }
-        if subscription_changed {
-            group.refresh_regexes(topics);
-            group.subscription_metadata = group.compute_subscription_metadata(topics);
-            bump_group_epoch(group, out);
-        }
-        if group.group_epoch > group.assignment_epoch {
-            let assignor = group.preferred_assignor(self.config.default_assignor());
-            let epoch = group.group_epoch;
-            group.compute_target(epoch, assignor, topics);
-            out.push(ConsumerEvent::TargetAssigned {
-                group: group_id.to_string(),
-                epoch,
-                assignor,
-            });
-        }
+        let default_assignor = self.config.default_assignor();
+        let subscription_changed = apply_member(
+            group,
+            topics,
+            default_assignor,
+            &member,
+            &updated,
+            replaced.as_deref(),
+            out,
+        );
         // What the member owns: the owned partitions of its subscription (v1+; an eager member
         // revoked everything before it rejoined, so it owns nothing).
         let owned: Vec<(Uuid, Vec<i32>)> = to_assignment(
@@ -305,38 +286,8 @@ impl ConsumerGroups {
         .into_iter()
         .map(|(t, ps)| (t, ps.into_iter().collect()))
         .collect();
-        let target_epoch = group.assignment_epoch;
-        let mut current = updated;
-        if !current.is_reconciled_to(target_epoch) {
-            let empty = Assignment::new();
-            let target = group.target.get(&current.id).unwrap_or(&empty);
-            let next = reconcile(
-                &current,
-                target_epoch,
-                target,
-                &|t, p| group.partition_epoch(t, p),
-                Some(&owned),
-            );
-            if next != current {
-                if next.state == MemberState::UnrevokedPartitions {
-                    let at = now + next.rebalance_timeout_ms.max(0) as u64;
-                    let kind = Kind::Rebalance {
-                        epoch: next.member_epoch,
-                    };
-                    self.timers.arm(group_id, &next.id, kind, at);
-                } else {
-                    self.timers.cancel_rebalance(group_id, &next.id);
-                }
-                group.put_member(next.clone());
-                current = next;
-            }
-        }
-        if group.update_state() {
-            out.push(ConsumerEvent::StateChanged {
-                group: group_id.to_string(),
-                state: group.state,
-            });
-        }
+        let current = reconcile_step(group, &mut self.timers, now, updated, Some(&owned));
+        note_state(group, out);
         let protocol = first_protocol(&current).to_string();
         let response = JoinGroupResponse::default()
             .with_member_id(s(&current.id))
@@ -395,13 +346,7 @@ impl ConsumerGroups {
             return sync_error(code::REBALANCE_IN_PROGRESS);
         }
         self.timers.cancel_kind(group_id, &member.id, &Kind::Sync);
-        let session = member.classic.as_ref().map_or(0, |c| c.session_timeout_ms);
-        self.timers.arm(
-            group_id,
-            &member.id,
-            Kind::Session,
-            now + session.max(0) as u64,
-        );
+        self.arm_classic_session(now, group_id, &member);
         let metadata = member
             .classic
             .as_ref()
@@ -433,13 +378,7 @@ impl ConsumerGroups {
         if req.generation_id != member.member_epoch {
             return HeartbeatResponse::default().with_error_code(code::ILLEGAL_GENERATION);
         }
-        let session = member.classic.as_ref().map_or(0, |c| c.session_timeout_ms);
-        self.timers.arm(
-            group_id,
-            &member.id,
-            Kind::Session,
-            now + session.max(0) as u64,
-        );
+        self.arm_classic_session(now, group_id, &member);
         let Some(group) = self.groups.get(group_id) else {
             return HeartbeatResponse::default().with_error_code(code::UNKNOWN_MEMBER_ID);
         };
@@ -571,6 +510,13 @@ impl ConsumerGroups {
 
     /// Kafka's `throwIfRebalanceInProgress`: the group moved past the member, which is not busy
     /// revoking.
+    /// A classic member's session runs on the timeout it joined with.
+    fn arm_classic_session(&mut self, now: Millis, group_id: &str, member: &Member) {
+        let session = member.classic.as_ref().map_or(0, |c| c.session_timeout_ms);
+        let at = now + session.max(0) as u64;
+        self.timers.arm(group_id, &member.id, Kind::Session, at);
+    }
+
     fn must_rejoin_at_sync(&self, group_id: &str, member: &Member) -> bool {
         self.groups.get(group_id).is_some_and(|g| {
             g.group_epoch > member.member_epoch && member.state != MemberState::UnrevokedPartitions

@@ -11,11 +11,12 @@ use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeart
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
+use super::assignor::Assignor;
 use super::group::ConsumerGroup;
 use super::member::{
     Assignment, Member, MemberState, LEAVE_GROUP_MEMBER_EPOCH, LEAVE_GROUP_STATIC_MEMBER_EPOCH,
 };
-use super::reconcile::reconcile;
+use super::reconcile::{reconcile, Owned};
 use super::timers::{Kind, Timers};
 use super::topics::{TopicRegex, Topics};
 use super::{CallContext, ConsumerEvent, ConsumerGroups, FenceCause};
@@ -37,8 +38,6 @@ pub(crate) mod code {
 /// An error answer: code and message.
 #[derive(Debug)]
 pub(crate) struct Refusal(pub i16, pub String);
-
-type Owned = Vec<(Uuid, Vec<i32>)>;
 
 impl ConsumerGroups {
     /// Answers one ConsumerGroupHeartbeat at `cx.api_version` (0 or 1). Fires due timers first.
@@ -160,7 +159,7 @@ impl ConsumerGroups {
         } else {
             req.member_id.to_string()
         };
-        let owned: Option<Owned> = req.topic_partitions.as_ref().map(|tps| {
+        let owned: Option<Vec<(Uuid, Vec<i32>)>> = req.topic_partitions.as_ref().map(|tps| {
             tps.iter()
                 .map(|tp| (tp.topic_id, tp.partitions.clone()))
                 .collect()
@@ -188,7 +187,6 @@ impl ConsumerGroups {
             ));
         }
         let (member, replaced) = find_member(group, &member_id, req, owned.as_deref())?;
-        let is_new = !group.members.contains_key(&member.id) && replaced.is_none();
 
         // Validated: from here on the group changes.
         let topics = &self.topics;
@@ -223,74 +221,24 @@ impl ConsumerGroups {
         }
         // A member heartbeating with the consumer protocol no longer uses the classic one.
         updated.classic = None;
-        let subscription_changed = updated.subscribed_topic_names != member.subscribed_topic_names
-            || updated.subscribed_topic_regex != member.subscribed_topic_regex;
-
         if let Some(old) = &replaced {
-            // A static member's new incarnation takes over its id's place, target and partitions.
-            group.move_target(old, &updated.id);
-            group.remove_member(old);
             self.timers.cancel_member(group_id, old);
         }
-        // Unchanged (the common steady heartbeat): nothing to record.
-        if group.members.get(&updated.id) != Some(&updated) {
-            group.put_member(updated.clone());
-        }
-        if is_new {
-            out.push(ConsumerEvent::MemberJoined {
-                group: group_id.to_string(),
-            });
-        }
-        if subscription_changed {
-            group.refresh_regexes(topics);
-            group.subscription_metadata = group.compute_subscription_metadata(topics);
-            bump_group_epoch(group, out);
-        }
-        if group.group_epoch > group.assignment_epoch {
-            let assignor = group.preferred_assignor(self.config.default_assignor());
-            let epoch = group.group_epoch;
-            group.compute_target(epoch, assignor, topics);
-            out.push(ConsumerEvent::TargetAssigned {
-                group: group_id.to_string(),
-                epoch,
-                assignor,
-            });
-        }
-        let target_epoch = group.assignment_epoch;
-        let mut current = updated;
-        if !current.is_reconciled_to(target_epoch) {
-            let empty = Assignment::new();
-            let target = group.target.get(&current.id).unwrap_or(&empty);
-            let next = reconcile(
-                &current,
-                target_epoch,
-                target,
-                &|t, p| group.partition_epoch(t, p),
-                owned.as_deref(),
-            );
-            if next != current {
-                if next.state == MemberState::UnrevokedPartitions {
-                    let at = now + next.rebalance_timeout_ms.max(0) as u64;
-                    let kind = Kind::Rebalance {
-                        epoch: next.member_epoch,
-                    };
-                    self.timers.arm(group_id, &next.id, kind, at);
-                } else {
-                    self.timers.cancel_rebalance(group_id, &next.id);
-                }
-                group.put_member(next.clone());
-                current = next;
-            }
-        }
+        let default_assignor = self.config.default_assignor();
+        apply_member(
+            group,
+            topics,
+            default_assignor,
+            &member,
+            &updated,
+            replaced.as_deref(),
+            out,
+        );
+        let current = reconcile_step(group, &mut self.timers, now, updated, owned.as_deref());
         let session = now + self.config.session_timeout_ms.max(0) as u64;
         self.timers
             .arm(group_id, &current.id, Kind::Session, session);
-        if group.update_state() {
-            out.push(ConsumerEvent::StateChanged {
-                group: group_id.to_string(),
-                state: group.state,
-            });
-        }
+        note_state(group, out);
 
         let mut response = ConsumerGroupHeartbeatResponse::default()
             .with_member_id(Some(StrBytes::from_string(current.id.clone())))
@@ -349,12 +297,7 @@ impl ConsumerGroups {
             group.put_member(leaving);
             // The member may not revoke now; its session timer still runs.
             self.timers.cancel_rebalance(group_id, member_id);
-            if group.update_state() {
-                out.push(ConsumerEvent::StateChanged {
-                    group: group_id.to_string(),
-                    state: group.state,
-                });
-            }
+            note_state(group, out);
             return Ok(response(LEAVE_GROUP_STATIC_MEMBER_EPOCH));
         }
         self.fence(group_id, member_id, FenceCause::Leave, out);
@@ -496,12 +439,104 @@ pub(super) fn bump_group_epoch(group: &mut ConsumerGroup, out: &mut Vec<Consumer
         group: group.id.clone(),
         epoch: group.group_epoch,
     });
+    note_state(group, out);
+}
+
+/// The group's state follows its members; a change is an event.
+pub(super) fn note_state(group: &mut ConsumerGroup, out: &mut Vec<ConsumerEvent>) {
     if group.update_state() {
         out.push(ConsumerEvent::StateChanged {
             group: group.id.clone(),
             state: group.state,
         });
     }
+}
+
+/// A member's new state after a join or heartbeat of either protocol (validated): it takes the
+/// place of the static incarnation it replaces (target and partitions), a new member is counted,
+/// a changed subscription moves the group epoch on, and the target is recomputed while the group
+/// epoch is ahead of it. `before` is the member as it was. Returns whether the subscription
+/// changed. The caller stops the replaced incarnation's timers.
+pub(super) fn apply_member(
+    group: &mut ConsumerGroup,
+    topics: &Topics,
+    default_assignor: Assignor,
+    before: &Member,
+    updated: &Member,
+    replaced: Option<&str>,
+    out: &mut Vec<ConsumerEvent>,
+) -> bool {
+    let is_new = replaced.is_none() && !group.members.contains_key(&updated.id);
+    let subscription_changed = updated.subscribed_topic_names != before.subscribed_topic_names
+        || updated.subscribed_topic_regex != before.subscribed_topic_regex;
+    if let Some(old) = replaced {
+        group.move_target(old, &updated.id);
+        group.remove_member(old);
+    }
+    // Unchanged (the common steady heartbeat): nothing to record.
+    if group.members.get(&updated.id) != Some(updated) {
+        group.put_member(updated.clone());
+    }
+    if is_new {
+        out.push(ConsumerEvent::MemberJoined {
+            group: group.id.clone(),
+        });
+    }
+    if subscription_changed {
+        group.refresh_regexes(topics);
+        group.subscription_metadata = group.compute_subscription_metadata(topics);
+        bump_group_epoch(group, out);
+    }
+    if group.group_epoch > group.assignment_epoch {
+        let assignor = group.preferred_assignor(default_assignor);
+        let epoch = group.group_epoch;
+        group.compute_target(epoch, assignor, topics);
+        out.push(ConsumerEvent::TargetAssigned {
+            group: group.id.clone(),
+            epoch,
+            assignor,
+        });
+    }
+    subscription_changed
+}
+
+/// One reconciliation step of a member towards the group's target (Kafka's
+/// `CurrentAssignmentBuilder`), recorded with its rebalance timer: armed while it has partitions
+/// to revoke, stopped otherwise. Returns the member as it is now.
+pub(super) fn reconcile_step(
+    group: &mut ConsumerGroup,
+    timers: &mut Timers,
+    now: Millis,
+    current: Member,
+    owned: Owned<'_>,
+) -> Member {
+    let target_epoch = group.assignment_epoch;
+    if current.is_reconciled_to(target_epoch) {
+        return current;
+    }
+    let empty = Assignment::new();
+    let target = group.target.get(&current.id).unwrap_or(&empty);
+    let next = reconcile(
+        &current,
+        target_epoch,
+        target,
+        &|t, p| group.partition_epoch(t, p),
+        owned,
+    );
+    if next == current {
+        return current;
+    }
+    if next.state == MemberState::UnrevokedPartitions {
+        let at = now + next.rebalance_timeout_ms.max(0) as u64;
+        let kind = Kind::Rebalance {
+            epoch: next.member_epoch,
+        };
+        timers.arm(&group.id, &next.id, kind, at);
+    } else {
+        timers.cancel_rebalance(&group.id, &next.id);
+    }
+    group.put_member(next.clone());
+    next
 }
 
 /// Removes a member (Kafka's `consumerGroupFenceMember`): its partitions are free at once, the

@@ -53,6 +53,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, Hasher};
 
 pub use assignor::Assignor;
+pub use classic::{encode_assignment, CONSUMER_PROTOCOL_TYPE};
 pub use convert::{
     ClassicMemberSnapshot, ClassicSnapshot, Downgrade, DowngradeReason, MigrationPolicy,
 };
