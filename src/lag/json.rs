@@ -7,13 +7,12 @@
 
 use std::collections::BTreeMap;
 
-use bytes::{Buf, Bytes};
-use kafka_protocol::messages::ConsumerProtocolAssignment;
-use kafka_protocol::protocol::Decodable;
+use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::report::{GroupLag, Report};
 use crate::coordinator::Snapshot;
+use crate::group::consumer::{decode_assignment, CONSUMER_PROTOCOL_TYPE};
 use crate::group::{GroupView, MemberView};
 use crate::passthrough::Observed;
 
@@ -47,7 +46,7 @@ pub fn render(
 }
 
 fn local(g: &GroupView, lag: Option<&GroupLag>) -> Value {
-    let consumer = g.protocol_type == "consumer";
+    let consumer = g.protocol_type == CONSUMER_PROTOCOL_TYPE;
     let mut v = json!({
         "group": g.group,
         "mode": "local",
@@ -128,18 +127,7 @@ fn member(m: &MemberView, consumer: bool) -> Value {
 /// A consumer group member's assignment: topic → partitions (None if the bytes do not parse).
 /// A version above the highest known is read as that one, as Kafka's consumer does.
 pub fn assignment(bytes: &Bytes) -> Option<BTreeMap<String, Vec<i32>>> {
-    if bytes.is_empty() {
-        return Some(BTreeMap::new());
-    }
-    let mut buf = bytes.clone();
-    if buf.remaining() < 2 {
-        return None;
-    }
-    let version = buf.get_i16();
-    if version < 0 {
-        return None;
-    }
-    let decoded = ConsumerProtocolAssignment::decode(&mut buf, version.min(3)).ok()?;
+    let decoded = decode_assignment(bytes)?;
     let mut topics: BTreeMap<String, Vec<i32>> = BTreeMap::new();
     for tp in decoded.assigned_partitions {
         topics

@@ -133,19 +133,18 @@ pub fn answer(plan: Plan, frame: Bytes, me: &Identity, ids: &TopicIds) -> Result
     let mut response = MetadataResponse::decode(&mut body, plan.gateway_version)
         .map_err(|e| format!("Metadata v{} from the gateway: {e}", plan.gateway_version))?;
     rewrite_metadata(&mut response, me);
+    // One snapshot of the table for the whole answer; names are copied only for new topics.
+    let table = ids.table();
     let new: Vec<(String, i32)> = response
         .topics
         .iter()
         .filter(|t| t.error_code == 0)
-        .filter_map(|t| {
-            t.name
-                .as_ref()
-                .map(|n| (n.0.to_string(), t.partitions.len() as i32))
-        })
-        .filter(|(n, _)| ids.id_of(n).is_none())
+        .filter_map(|t| Some((t.name.as_ref()?.0.as_str(), t.partitions.len() as i32)))
+        .filter(|(n, _)| table.get(n).is_none())
+        .map(|(n, partitions)| (n.to_string(), partitions))
         .collect();
     if new.is_empty() {
-        let known = |name: &str| ids.id_of(name);
+        let known = |name: &str| table.get(name).map(|t| t.id);
         return finish(plan, correlation_id, response, known).map(Answer::Now);
     }
     // A topic created a moment ago: learn its id (this connection waits, no other).

@@ -53,7 +53,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, Hasher};
 
 pub use assignor::Assignor;
-pub use classic::{encode_assignment, CONSUMER_PROTOCOL_TYPE};
+pub use classic::{decode_assignment, encode_assignment, CONSUMER_PROTOCOL_TYPE};
 pub use convert::{
     ClassicMemberSnapshot, ClassicSnapshot, Downgrade, DowngradeReason, MigrationPolicy,
 };
