@@ -143,7 +143,7 @@ mod tests {
     use super::*;
     use bytes::BufMut;
     use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition;
-    use kafka_protocol::messages::TopicName;
+    use kafka_protocol::messages::{ConsumerProtocolAssignment, TopicName};
     use kafka_protocol::protocol::{Encodable, StrBytes};
 
     #[test]
