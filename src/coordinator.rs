@@ -436,10 +436,14 @@ async fn run(
                         sh.replied(token, refused, Instant::now());
                     }
                     if let Response::ConsumerGroupHeartbeat(r) = &response {
-                        let error = crate::metrics::error_name(r.error_code);
+                        // The common answer's label without building its name each time.
+                        let name = match r.error_code {
+                            0 => std::borrow::Cow::Borrowed("ok"),
+                            code => crate::metrics::error_name(code).into(),
+                        };
                         metrics
                             .consumer_heartbeats
-                            .with_label_values(&[&error])
+                            .with_label_values(&[&name])
                             .inc();
                     }
                     if error != 0 {

@@ -249,19 +249,8 @@ fn allowed_operations(rules: &[super::Rule], resource: ResourceType, name: &str)
         _ => &TOPIC_OPERATIONS,
     };
     operations(codes.iter().copied().filter(|code| {
-        let op = match code {
-            3 => Operation::Read,
-            4 => Operation::Write,
-            5 => Operation::Create,
-            6 => Operation::Delete,
-            7 => Operation::Alter,
-            8 => Operation::Describe,
-            9 => Operation::ClusterAction,
-            10 => Operation::DescribeConfigs,
-            11 => Operation::AlterConfigs,
-            _ => Operation::IdempotentWrite,
-        };
-        super::rules::decide(rules.iter(), resource, name, op)
+        Operation::from_acl_code(*code)
+            .is_some_and(|op| super::rules::decide(rules.iter(), resource, name, op))
     }))
 }
 

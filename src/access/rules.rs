@@ -48,6 +48,26 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// The operation of a Kafka AclOperation code (3 READ … 12 IDEMPOTENT_WRITE), as the
+    /// authorized-operations bitfields of Metadata and DescribeGroups number them.
+    pub fn from_acl_code(code: u8) -> Option<Operation> {
+        use Operation::*;
+        [
+            Read,
+            Write,
+            Create,
+            Delete,
+            Alter,
+            Describe,
+            ClusterAction,
+            DescribeConfigs,
+            AlterConfigs,
+            IdempotentWrite,
+        ]
+        .get(usize::from(code).checked_sub(3)?)
+        .copied()
+    }
+
     pub const NAMES: [(&'static str, Operation); 11] = [
         ("read", Operation::Read),
         ("write", Operation::Write),
@@ -207,6 +227,15 @@ mod tests {
     use super::*;
     use Operation::*;
     use ResourceType::*;
+
+    #[test]
+    fn acl_codes_are_kafkas() {
+        assert_eq!(Operation::from_acl_code(2), None);
+        assert_eq!(Operation::from_acl_code(3), Some(Read));
+        assert_eq!(Operation::from_acl_code(8), Some(Describe));
+        assert_eq!(Operation::from_acl_code(12), Some(IdempotentWrite));
+        assert_eq!(Operation::from_acl_code(13), None);
+    }
 
     fn rule(
         principal: &str,

@@ -210,12 +210,12 @@ fn remember<'a>(seen: &mut Seen, partitions: impl Iterator<Item = (&'a str, i32)
         if count >= MAX_PARTITIONS_PER_GROUP {
             return;
         }
-        if seen
-            .committed
-            .entry(topic.to_string())
-            .or_default()
-            .insert(partition)
-        {
+        // A topic's name is copied only the first time it is seen.
+        let set = match seen.committed.get_mut(topic) {
+            Some(set) => set,
+            None => seen.committed.entry(topic.to_string()).or_default(),
+        };
+        if set.insert(partition) {
             count += 1;
         }
     }
