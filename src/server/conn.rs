@@ -121,13 +121,21 @@ struct Expect {
     api: ApiKey,
     version: i16,
     correlation_id: i32,
-    rewrite: bool,
     sent: Instant,
     backend_timer: Option<Histogram>,
+    then: OnResponse,
+}
+
+/// What becomes of the backend's response to a forwarded request.
+enum OnResponse {
+    /// Passed to the client byte for byte.
+    Pass,
+    /// Broker and coordinator addresses rewritten to kelp's (`backend::rewrite`).
+    Rewrite,
     /// Migration: a step run on the gateway's response to a passthrough group request.
-    post: Option<Box<Post>>,
+    Post(Box<Post>),
     /// A Metadata request kelp answers at a version above the gateway's (`topics::metadata`).
-    metadata: Option<Box<crate::topics::metadata::Plan>>,
+    Metadata(Box<crate::topics::metadata::Plan>),
 }
 
 struct BackendLink {
@@ -413,22 +421,17 @@ impl Conn {
                     let (frame, plan) =
                         crate::topics::metadata::translate(&peek, body, ids, version)
                             .map_err(Close::Frame)?;
-                    self.forward(frame, &peek, false, false, handles.cloned(), None);
-                    if let Some(expect) = self.expect.back_mut() {
-                        expect.metadata = Some(Box::new(plan));
-                    }
+                    let then = OnResponse::Metadata(Box::new(plan));
+                    self.forward(frame, &peek, then, false, handles.cloned());
                     return Ok(());
                 }
                 let no_response =
                     peek.api_key == ApiKey::Produce && produce_acks_zero(&body, peek.api_version);
-                self.forward(
-                    frame,
-                    &peek,
-                    route == Route::ForwardRewrite,
-                    no_response,
-                    handles.cloned(),
-                    None,
-                );
+                let then = match route {
+                    Route::ForwardRewrite => OnResponse::Rewrite,
+                    _ => OnResponse::Pass,
+                };
+                self.forward(frame, &peek, then, no_response, handles.cloned());
                 Ok(())
             }
             Route::ApiVersions | Route::FindCoordinator => {
@@ -479,7 +482,8 @@ impl Conn {
                         if let Some(h) = handles {
                             h.requests.inc();
                         }
-                        self.forward(frame, &peek, false, false, handles.cloned(), post);
+                        let then = post.map_or(OnResponse::Pass, OnResponse::Post);
+                        self.forward(frame, &peek, then, false, handles.cloned());
                         return Ok(());
                     }
                     Plan::Local(reply) => (Path::Local, reply),
@@ -605,15 +609,15 @@ impl Conn {
         crate::topics::translated_version(self.shared.backend(), peek.api_version)
     }
 
-    /// Queues a request frame for the backend, unchanged; `flush_backend` writes it.
+    /// Queues a request frame for the backend, unchanged; `flush_backend` writes it. `then` says
+    /// what becomes of the response.
     fn forward(
         &mut self,
         frame: Bytes,
         peek: &Peek,
-        rewrite: bool,
+        then: OnResponse,
         no_response: bool,
         handles: Option<ApiHandles>,
-        post: Option<Box<Post>>,
     ) {
         self.to_backend.push(frame);
         self.queued += 1;
@@ -635,11 +639,9 @@ impl Conn {
             api: peek.api_key,
             version: peek.api_version,
             correlation_id: peek.correlation_id,
-            rewrite,
             sent: Instant::now(),
             backend_timer: handles.map(|h| h.backend),
-            post,
-            metadata: None,
+            then,
         });
     }
 
@@ -735,49 +737,44 @@ impl Conn {
         if let Some(timer) = &expect.backend_timer {
             timer.observe(expect.sent.elapsed().as_secs_f64());
         }
-        if let Some(post) = expect.post {
+        let seq = expect.seq;
+        match expect.then {
+            OnResponse::Pass => self.slots.fill(seq, frame),
+            OnResponse::Rewrite => {
+                let (api, version) = (expect.api, expect.version);
+                let response =
+                    rewrite::rewrite(api, version, frame.slice(4..), &self.shared.identity)
+                        .map_err(|e| Close::Backend(format!("cannot rewrite {api:?}: {e}")))?;
+                self.slots.fill(seq, response);
+            }
             // Migration: read the gateway's answer to a passthrough group request.
-            match post.finish(&self.shared.routing, frame, &self.client_host) {
-                Finished::Now(response) => self.slots.fill(expect.seq, response),
-                Finished::Later(reply) => {
-                    let seq = expect.seq;
-                    self.local.push(Box::pin(async move { (seq, reply.await) }));
+            OnResponse::Post(post) => {
+                match post.finish(&self.shared.routing, frame, &self.client_host) {
+                    Finished::Now(response) => self.slots.fill(seq, response),
+                    Finished::Later(reply) => {
+                        self.local.push(Box::pin(async move { (seq, reply.await) }));
+                    }
                 }
             }
-            return Ok(());
-        }
-        if let Some(plan) = expect.metadata {
-            use crate::topics::metadata::{answer, Answer};
-            let (me, ids) = (&self.shared.identity, &self.shared.topic_ids);
-            match answer(*plan, frame.slice(4..), me, ids)
-                .map_err(|e| Close::Backend(format!("cannot answer Metadata: {e}")))?
-            {
-                Answer::Now(response) => self.slots.fill(expect.seq, response),
-                Answer::Later(response) => {
-                    let seq = expect.seq;
-                    self.local.push(Box::pin(async move {
-                        let response = response.await;
-                        if let Err(e) = &response {
-                            tracing::warn!(error = %e, "cannot answer Metadata");
-                        }
-                        (seq, response.ok())
-                    }));
+            OnResponse::Metadata(plan) => {
+                use crate::topics::metadata::{answer, Answer};
+                let (me, ids) = (&self.shared.identity, &self.shared.topic_ids);
+                match answer(*plan, frame.slice(4..), me, ids)
+                    .map_err(|e| Close::Backend(format!("cannot answer Metadata: {e}")))?
+                {
+                    Answer::Now(response) => self.slots.fill(seq, response),
+                    Answer::Later(response) => {
+                        self.local.push(Box::pin(async move {
+                            let response = response.await;
+                            if let Err(e) = &response {
+                                tracing::warn!(error = %e, "cannot answer Metadata");
+                            }
+                            (seq, response.ok())
+                        }));
+                    }
                 }
             }
-            return Ok(());
         }
-        let response = if expect.rewrite {
-            rewrite::rewrite(
-                expect.api,
-                expect.version,
-                frame.slice(4..),
-                &self.shared.identity,
-            )
-            .map_err(|e| Close::Backend(format!("cannot rewrite {:?}: {e}", expect.api)))?
-        } else {
-            frame
-        };
-        self.slots.fill(expect.seq, response);
         Ok(())
     }
 }
