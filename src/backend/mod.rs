@@ -64,6 +64,11 @@ impl Backend {
         self.ranges.load()
     }
 
+    /// The highest version the backend advertised for `api`, if it has answered ApiVersions.
+    pub fn highest(&self, api: ApiKey) -> Option<i16> {
+        self.ranges.load().get(&(api as i16)).map(|r| r.max)
+    }
+
     /// Whether the last discovery round trip succeeded.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)

@@ -53,9 +53,8 @@ pub fn plan<'a>(
 /// The ListOffsets version for this gateway: its highest, capped, at least 1.
 fn list_offsets_version(backend: &Backend) -> i16 {
     backend
-        .ranges()
-        .get(&(ApiKey::ListOffsets as i16))
-        .map_or(1, |r| r.max.min(LIST_OFFSETS_MAX))
+        .highest(ApiKey::ListOffsets)
+        .map_or(1, |max| max.min(LIST_OFFSETS_MAX))
         .max(1)
 }
 

@@ -340,9 +340,8 @@ fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 /// cannot ask for every topic).
 pub fn gateway_version(backend: &Backend) -> i16 {
     backend
-        .ranges()
-        .get(&(ApiKey::Metadata as i16))
-        .map_or(GATEWAY_METADATA_MAX, |r| r.max.min(GATEWAY_METADATA_MAX))
+        .highest(ApiKey::Metadata)
+        .map_or(GATEWAY_METADATA_MAX, |max| max.min(GATEWAY_METADATA_MAX))
         .max(1)
 }
 
@@ -351,9 +350,8 @@ pub fn gateway_version(backend: &Backend) -> i16 {
 /// gateway serves `version` (forwarded as it is).
 pub fn translated_version(backend: &Backend, version: i16) -> Option<i16> {
     let max = backend
-        .ranges()
-        .get(&(ApiKey::Metadata as i16))
-        .map_or(GATEWAY_METADATA_MAX, |r| r.max);
+        .highest(ApiKey::Metadata)
+        .unwrap_or(GATEWAY_METADATA_MAX);
     (version > max).then_some(max.max(1))
 }
 
