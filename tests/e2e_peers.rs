@@ -25,7 +25,9 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use peers::{acked_max, distinct, ends, metric, wait_count, wait_exact_cover, Cluster, Member};
+use peers::{
+    acked_max, distinct, ends, lost_commits, metric, wait_count, wait_exact_cover, Cluster, Member,
+};
 use support::{committed, GroupConsumer, Record};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -50,19 +52,6 @@ fn pairs(records: &[Record]) -> Vec<(i32, i64)> {
 
 fn delivered_set(d: &[support::Delivered]) -> HashSet<(i32, i64)> {
     d.iter().map(|d| (d.partition, d.offset)).collect()
-}
-
-/// Partitions whose offset in `now` is below (or missing from) the acknowledged commit in
-/// `acked`: (partition, acknowledged, now).
-fn lost_commits(
-    acked: &BTreeMap<i32, i64>,
-    now: &BTreeMap<i32, i64>,
-) -> Vec<(i32, i64, Option<i64>)> {
-    acked
-        .iter()
-        .filter(|(p, o)| now.get(p).map_or(true, |n| n < o))
-        .map(|(p, o)| (*p, *o, now.get(p).copied()))
-        .collect()
 }
 
 /// Records consumed after a fault below the acknowledged commit of their partition: a consumer

@@ -17,6 +17,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
+pub use crate::peers::lost_commits;
+
 fn encode_request<T: Encodable>(api: ApiKey, version: i16, body: &T) -> Vec<u8> {
     let header = RequestHeader::default()
         .with_request_api_key(api as i16)
@@ -152,18 +154,6 @@ pub fn watch_offsets(
         }
         w
     })
-}
-
-/// Acknowledged commits above what `now` answers: (partition, acknowledged, now).
-pub fn lost_commits(
-    acked: &BTreeMap<i32, i64>,
-    now: &BTreeMap<i32, i64>,
-) -> Vec<(i32, i64, Option<i64>)> {
-    acked
-        .iter()
-        .filter(|(p, o)| now.get(p).map_or(true, |n| n < o))
-        .map(|(p, o)| (*p, *o, now.get(p).copied()))
-        .collect()
 }
 
 /// The sampler's bookkeeping on made-up answers: a lower offset is recorded once, errors count.

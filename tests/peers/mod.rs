@@ -643,6 +643,18 @@ fn parse(state: &Mutex<MemberState>, line: &str) {
     }
 }
 
+/// Acknowledged commits above what `now` answers: (partition, acknowledged, now).
+pub fn lost_commits(
+    acked: &BTreeMap<i32, i64>,
+    now: &BTreeMap<i32, i64>,
+) -> Vec<(i32, i64, Option<i64>)> {
+    acked
+        .iter()
+        .filter(|(p, o)| now.get(p).map_or(true, |n| n < o))
+        .map(|(p, o)| (*p, *o, now.get(p).copied()))
+        .collect()
+}
+
 /// Per partition, the highest acknowledged commit over `members`.
 pub fn acked_max(members: &[&Member]) -> BTreeMap<i32, i64> {
     let mut m = BTreeMap::new();
