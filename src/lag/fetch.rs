@@ -4,6 +4,7 @@
 //! concurrency on kelp's own connections (`passthrough::gateway::call`), never on a client's.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use futures::stream::{self, StreamExt};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
@@ -120,7 +121,7 @@ async fn list_offsets(
 /// (-1) or with an error are left out.
 pub async fn gateway_commits(
     backend: &Backend,
-    groups: Vec<(String, Partitions)>,
+    groups: Vec<(String, Arc<Partitions>)>,
 ) -> HashMap<String, Result<Offsets, String>> {
     stream::iter(groups)
         .map(|(group, partitions)| async move {

@@ -136,7 +136,7 @@ async fn round(
         .map(|g| local_input(&snapshot, g))
         .collect();
     let observed = passthrough_groups(&sources.passthrough, sources.peers.as_deref(), &snapshot);
-    let asked: Vec<(String, Partitions)> = observed
+    let asked: Vec<(String, Arc<Partitions>)> = observed
         .iter()
         .filter(|o| !o.partitions.is_empty())
         .map(|o| (o.group.clone(), o.partitions.clone()))

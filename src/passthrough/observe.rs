@@ -53,8 +53,9 @@ struct Seen {
     /// When this kelp first saw the current rebalance.
     rebalance_since: Option<Instant>,
     touched: Instant,
-    /// The partitions the group commits (for its lag: the gateway's OffsetFetch needs topics).
-    committed: BTreeMap<String, BTreeSet<i32>>,
+    /// The partitions the group commits (for its lag: the gateway's OffsetFetch needs topics);
+    /// shared with the `Observed` snapshots, copied only if one is alive when it grows.
+    committed: Arc<BTreeMap<String, BTreeSet<i32>>>,
     /// The last OffsetCommit the gateway accepted.
     last_commit: Option<Instant>,
 }
@@ -66,7 +67,7 @@ pub struct Observed {
     pub state: Option<GroupState>,
     pub generation: Option<i32>,
     pub members: Option<usize>,
-    pub partitions: BTreeMap<String, BTreeSet<i32>>,
+    pub partitions: Arc<BTreeMap<String, BTreeSet<i32>>>,
     pub last_commit: Option<Instant>,
 }
 
@@ -86,7 +87,7 @@ impl Seen {
             members: None,
             rebalance_since: None,
             touched: now,
-            committed: BTreeMap::new(),
+            committed: Arc::default(),
             last_commit: None,
         }
     }
@@ -206,14 +207,19 @@ impl Seen {
 /// Adds committed partitions to a group's list, up to `MAX_PARTITIONS_PER_GROUP`.
 fn remember<'a>(seen: &mut Seen, partitions: impl Iterator<Item = (&'a str, i32)>) {
     let mut count: usize = seen.committed.values().map(BTreeSet::len).sum();
+    let mut partitions = partitions.peekable();
+    if partitions.peek().is_none() || count >= MAX_PARTITIONS_PER_GROUP {
+        return;
+    }
+    let committed = Arc::make_mut(&mut seen.committed);
     for (topic, partition) in partitions {
         if count >= MAX_PARTITIONS_PER_GROUP {
             return;
         }
         // A topic's name is copied only the first time it is seen.
-        let set = match seen.committed.get_mut(topic) {
+        let set = match committed.get_mut(topic) {
             Some(set) => set,
-            None => seen.committed.entry(topic.to_string()).or_default(),
+            None => committed.entry(topic.to_string()).or_default(),
         };
         if set.insert(partition) {
             count += 1;
