@@ -57,6 +57,8 @@ pub(super) struct Shard<'s> {
     metrics: Arc<Metrics>,
     /// How long a call waits for its groups' leases and loads.
     wait: Duration,
+    /// Sorted by `until`: only `admit` pushes (`now + wait`, its caller's `Instant::now()`), and
+    /// the removals keep the order.
     waiting: Vec<Waiting>,
     /// Groups being loaded, with the attempts made so far.
     loading: HashMap<String, u32>,
@@ -107,7 +109,8 @@ impl<'s> Shard<'s> {
     /// The next instant the shard must look again: a lease window opening or closing, or a
     /// waiting call's limit.
     pub(super) fn next_deadline(&self, now: Instant) -> Option<Instant> {
-        let waits = self.waiting.iter().map(|w| w.until).min();
+        // `waiting` is sorted by `until`, so the first is the earliest.
+        let waits = self.waiting.first().map(|w| w.until);
         [self.leases.next_change(now), waits]
             .into_iter()
             .flatten()
