@@ -333,7 +333,8 @@ impl<'s> Shard<'s> {
             }
             Err(e) => {
                 tracing::warn!(group = %group, error = %e, attempts, "cannot load the group from the store; its requests get COORDINATOR_NOT_AVAILABLE and are retried");
-                return self.refuse_waiting_on(&group, out);
+                self.refuse_waiting_on(&group, out);
+                return Vec::new();
             }
             Ok(loaded) => {
                 let known = durable::known(&loaded);
@@ -368,7 +369,7 @@ impl<'s> Shard<'s> {
     }
 
     /// Answers COORDINATOR_NOT_AVAILABLE to every call waiting on `group`.
-    fn refuse_waiting_on(&mut self, group: &str, out: &mut Vec<Output>) -> Vec<Call> {
+    fn refuse_waiting_on(&mut self, group: &str, out: &mut Vec<Output>) {
         let (refused, still): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(&mut self.waiting)
             .into_iter()
             .partition(|w| w.missing.contains(group));
@@ -376,7 +377,6 @@ impl<'s> Shard<'s> {
         for w in refused {
             refuse(w.call, out);
         }
-        Vec::new()
     }
 
     /// `reconcile`, if a lease window opened or closed since it last ran.
