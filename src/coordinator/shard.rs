@@ -145,9 +145,15 @@ impl<'s> Shard<'s> {
     ) -> Result<Option<Call>, Vec<Output>> {
         let view = self.peers.view();
         let mut missing = BTreeSet::new();
+        // The named groups the coordinator owns: what `running` notes if the call runs now.
+        let mut owned = Vec::new();
         for g in named_groups(&call.request) {
             let servable = self.leases.servable(g, now);
-            if coordinator.owns(g) && servable == self.adopted.get(g).copied() {
+            let owns = coordinator.owns(g);
+            if owns {
+                owned.push(g);
+            }
+            if owns && servable == self.adopted.get(g).copied() {
                 continue;
             }
             let preferred = view.owner(self.peers.me(), g) == Owner::Me;
@@ -165,7 +171,7 @@ impl<'s> Shard<'s> {
         }
         if missing.is_empty() || self.waiting.len() >= MAX_WAITING {
             // Adopted groups run; groups of other kelps are refused by the coordinator.
-            self.running_call(coordinator, &call);
+            self.note_running(call.token, owned);
             return Ok(Some(call));
         }
         for group in &missing {
@@ -183,13 +189,17 @@ impl<'s> Shard<'s> {
 
     /// Notes a call the coordinator runs, with the adopted groups it names.
     fn running_call(&mut self, coordinator: &Coordinator, call: &Call) {
-        let groups: Vec<String> = named_groups(&call.request)
+        let owned = named_groups(&call.request)
             .into_iter()
-            .filter(|g| coordinator.owns(g))
-            .map(str::to_string)
-            .collect();
+            .filter(|g| coordinator.owns(g));
+        self.note_running(call.token, owned);
+    }
+
+    /// Notes call `token`, which the coordinator runs, with the named groups it owns (`owned`).
+    fn note_running<'g>(&mut self, token: group::Token, owned: impl IntoIterator<Item = &'g str>) {
+        let groups: Vec<String> = owned.into_iter().map(str::to_string).collect();
         if !groups.is_empty() {
-            self.running.insert(call.token, groups);
+            self.running.insert(token, groups);
         }
     }
 
