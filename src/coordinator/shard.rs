@@ -57,6 +57,8 @@ pub(super) struct Shard<'s> {
     metrics: Arc<Metrics>,
     /// How long a call waits for its groups' leases and loads.
     wait: Duration,
+    /// Sorted by `until`: only `admit` pushes (`now + wait`, its caller's `Instant::now()`), and
+    /// the removals keep the order.
     waiting: Vec<Waiting>,
     /// Groups being loaded, with the attempts made so far.
     loading: HashMap<String, u32>,
@@ -107,7 +109,8 @@ impl<'s> Shard<'s> {
     /// The next instant the shard must look again: a lease window opening or closing, or a
     /// waiting call's limit.
     pub(super) fn next_deadline(&self, now: Instant) -> Option<Instant> {
-        let waits = self.waiting.iter().map(|w| w.until).min();
+        // `waiting` is sorted by `until`, so the first is the earliest.
+        let waits = self.waiting.first().map(|w| w.until);
         [self.leases.next_change(now), waits]
             .into_iter()
             .flatten()
@@ -142,9 +145,15 @@ impl<'s> Shard<'s> {
     ) -> Result<Option<Call>, Vec<Output>> {
         let view = self.peers.view();
         let mut missing = BTreeSet::new();
+        // The named groups the coordinator owns: what `running` notes if the call runs now.
+        let mut owned = Vec::new();
         for g in named_groups(&call.request) {
             let servable = self.leases.servable(g, now);
-            if coordinator.owns(g) && servable == self.adopted.get(g).copied() {
+            let owns = coordinator.owns(g);
+            if owns {
+                owned.push(g);
+            }
+            if owns && servable == self.adopted.get(g).copied() {
                 continue;
             }
             let preferred = view.owner(self.peers.me(), g) == Owner::Me;
@@ -162,7 +171,7 @@ impl<'s> Shard<'s> {
         }
         if missing.is_empty() || self.waiting.len() >= MAX_WAITING {
             // Adopted groups run; groups of other kelps are refused by the coordinator.
-            self.running_call(coordinator, &call);
+            self.note_running(call.token, owned);
             return Ok(Some(call));
         }
         for group in &missing {
@@ -180,13 +189,17 @@ impl<'s> Shard<'s> {
 
     /// Notes a call the coordinator runs, with the adopted groups it names.
     fn running_call(&mut self, coordinator: &Coordinator, call: &Call) {
-        let groups: Vec<String> = named_groups(&call.request)
+        let owned = named_groups(&call.request)
             .into_iter()
-            .filter(|g| coordinator.owns(g))
-            .map(str::to_string)
-            .collect();
+            .filter(|g| coordinator.owns(g));
+        self.note_running(call.token, owned);
+    }
+
+    /// Notes call `token`, which the coordinator runs, with the named groups it owns (`owned`).
+    fn note_running<'g>(&mut self, token: group::Token, owned: impl IntoIterator<Item = &'g str>) {
+        let groups: Vec<String> = owned.into_iter().map(str::to_string).collect();
         if !groups.is_empty() {
-            self.running.insert(call.token, groups);
+            self.running.insert(token, groups);
         }
     }
 
@@ -330,7 +343,8 @@ impl<'s> Shard<'s> {
             }
             Err(e) => {
                 tracing::warn!(group = %group, error = %e, attempts, "cannot load the group from the store; its requests get COORDINATOR_NOT_AVAILABLE and are retried");
-                return self.refuse_waiting_on(&group, out);
+                self.refuse_waiting_on(&group, out);
+                return Vec::new();
             }
             Ok(loaded) => {
                 let known = durable::known(&loaded);
@@ -365,7 +379,7 @@ impl<'s> Shard<'s> {
     }
 
     /// Answers COORDINATOR_NOT_AVAILABLE to every call waiting on `group`.
-    fn refuse_waiting_on(&mut self, group: &str, out: &mut Vec<Output>) -> Vec<Call> {
+    fn refuse_waiting_on(&mut self, group: &str, out: &mut Vec<Output>) {
         let (refused, still): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(&mut self.waiting)
             .into_iter()
             .partition(|w| w.missing.contains(group));
@@ -373,7 +387,6 @@ impl<'s> Shard<'s> {
         for w in refused {
             refuse(w.call, out);
         }
-        Vec::new()
     }
 
     /// `reconcile`, if a lease window opened or closed since it last ran.

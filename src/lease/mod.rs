@@ -165,7 +165,8 @@ impl Leases {
         self.version.subscribe()
     }
 
-    /// The version the shell has acted on.
+    /// The version of the last publication (bumped by every `publish`; what the shell then acts
+    /// on and acknowledges with `acted`).
     pub fn version(&self) -> u64 {
         *self.version.borrow()
     }

@@ -38,8 +38,6 @@ const DOWN_AFTER: u32 = 2;
 pub struct View {
     /// Sorted; always holds this kelp.
     pub live: Vec<String>,
-    /// When this view began.
-    pub since: Instant,
     /// 1 for the first view, then one more per change.
     pub version: u64,
     /// Lease buckets the group ids hash into (ownership is per bucket).
@@ -75,7 +73,6 @@ impl Peers {
         let me = canonical(&me);
         let first = Arc::new(View {
             live: vec![me.clone()],
-            since: Instant::now(),
             version: 1,
             buckets: buckets.max(1),
         });
@@ -102,11 +99,6 @@ impl Peers {
         self.changes.subscribe()
     }
 
-    /// How long a view must hold before a group it moved here is adopted.
-    pub fn settle(&self) -> Duration {
-        self.settle
-    }
-
     /// The API versions every live peer serves (one entry per peer, this kelp not included).
     pub fn peer_ranges(&self) -> Arc<Vec<BackendRanges>> {
         self.ranges.load_full()
@@ -131,7 +123,6 @@ impl Peers {
         }
         let view = Arc::new(View {
             live,
-            since: Instant::now(),
             version: current.version + 1,
             buckets: current.buckets,
         });

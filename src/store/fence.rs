@@ -37,9 +37,6 @@ impl Stamp {
 
     /// A data file's stamp: `<epoch>-<seq>`, or a legacy bare `<seq>` (epoch 0).
     pub(super) fn parse(name: &str) -> Option<Stamp> {
-        fn digits(s: &str) -> Option<u64> {
-            (s.len() == DIGITS && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok())?
-        }
         match name.split_once('-') {
             Some((e, s)) => Some(Stamp {
                 epoch: digits(e)?,
@@ -60,7 +57,12 @@ pub(super) fn marker_name(epoch: u64) -> String {
 }
 
 pub(super) fn parse_marker(name: &str) -> Option<u64> {
-    (name.len() == DIGITS && name.bytes().all(|b| b.is_ascii_digit())).then(|| name.parse().ok())?
+    digits(name)
+}
+
+/// An epoch or a sequence number written as exactly `DIGITS` ASCII digits.
+fn digits(s: &str) -> Option<u64> {
+    (s.len() == DIGITS && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok())?
 }
 
 /// What an epoch marker says besides its epoch: who claimed, and the files the claim copied

@@ -387,16 +387,15 @@ impl Inner {
                 .as_deref()
                 .and_then(Stamp::parse)
                 .map_or(0, |s| s.seq);
-            let stamp = Stamp {
+            let name = Stamp {
                 epoch: self.epoch_of(group),
                 seq: self.next_seq(floor),
-            };
+            }
+            .name();
             let body = encode_offsets(topic, file.partitions.iter().map(|(p, o)| (*p, o)));
-            self.http
-                .put(&format!("{dir}/{}", stamp.name()), body)
-                .await?;
-            tracing::trace!(group, topic, file = %stamp.name(), offsets = ?file.partitions.iter().map(|(p, o)| (*p, o.offset)).collect::<Vec<_>>(), "offsets written");
-            if let Some(old) = file.live.replace(stamp.name()) {
+            self.http.put(&format!("{dir}/{name}"), body).await?;
+            tracing::trace!(group, topic, file = %name, offsets = ?file.partitions.iter().map(|(p, o)| (*p, o.offset)).collect::<Vec<_>>(), "offsets written");
+            if let Some(old) = file.live.replace(name) {
                 self.discard(format!("{dir}/{old}"));
             }
         }
