@@ -61,6 +61,7 @@ impl Coordinator {
     }
 
     /// Whether `group` is a consumer group here.
+    #[cfg(test)]
     pub fn is_consumer_group(&self, group: &str) -> bool {
         self.consumer.contains(group)
     }

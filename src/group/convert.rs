@@ -19,9 +19,8 @@ use super::state::{GroupState, RebalanceReason};
 use super::{Coordinator, Event, Millis, Output, Response};
 
 impl Coordinator {
-    /// Members of the classic group `group` (`None`: no such classic group here). The shell
-    /// routes by it: a ConsumerGroupHeartbeat joining an id with a non-empty classic group is an
-    /// upgrade; with an empty one, Kafka deletes the classic group first.
+    /// Members of the classic group `group` (`None`: no such classic group here).
+    #[cfg(test)]
     pub fn classic_members(&self, group: &str) -> Option<usize> {
         self.groups.get(group).map(|g| g.members.len())
     }

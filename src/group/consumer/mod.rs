@@ -272,7 +272,8 @@ impl ConsumerGroups {
         self.timers.next_deadline()
     }
 
-    /// Armed timers (tests, metrics).
+    /// Armed timers (tests).
+    #[cfg(test)]
     pub fn timer_count(&self) -> usize {
         self.timers.len()
     }
