@@ -24,6 +24,8 @@ use super::member::{Assignment, ClassicMember, Member, MemberState};
 use super::timers::Kind;
 use super::topics::Topics;
 use super::{CallContext, ConsumerEvent, ConsumerGroups, FenceCause};
+use crate::group::group::code;
+use crate::group::rebalance::sb;
 use crate::group::Millis;
 
 /// The protocol type of consumers (Kafka's `ConsumerProtocol.PROTOCOL_TYPE`).
@@ -32,17 +34,6 @@ pub const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
 /// The highest ConsumerProtocol versions kafka-protocol 0.18 knows; a higher one is read as this.
 const MAX_SUBSCRIPTION_VERSION: i16 = 3;
 const MAX_ASSIGNMENT_VERSION: i16 = 3;
-
-/// Kafka error codes of the classic APIs.
-pub(crate) mod code {
-    pub const ILLEGAL_GENERATION: i16 = 22;
-    pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
-    pub const UNKNOWN_MEMBER_ID: i16 = 25;
-    pub const REBALANCE_IN_PROGRESS: i16 = 27;
-    pub const MEMBER_ID_REQUIRED: i16 = 79;
-    pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
-    pub const FENCED_INSTANCE_ID: i16 = 82;
-}
 
 /// A ConsumerProtocolSubscription (its version header, then the body). `None` if it does not parse.
 pub fn decode_subscription(bytes: &[u8]) -> Option<(i16, ConsumerProtocolSubscription)> {
@@ -121,16 +112,12 @@ pub(crate) fn to_assignment<'a>(
     a
 }
 
-fn s(v: &str) -> StrBytes {
-    StrBytes::from_string(v.to_string())
-}
-
 /// A JoinGroup error: no generation, no protocol (null from v7, "" before, as the classic side).
 fn join_error(version: i16, error: i16, member_id: &str) -> JoinGroupResponse {
     JoinGroupResponse::default()
         .with_error_code(error)
         .with_generation_id(-1)
-        .with_member_id(s(member_id))
+        .with_member_id(sb(member_id))
         .with_protocol_name((version < 7).then(StrBytes::default))
 }
 
@@ -290,10 +277,10 @@ impl ConsumerGroups {
         note_state(group, out);
         let protocol = first_protocol(&current).to_string();
         let response = JoinGroupResponse::default()
-            .with_member_id(s(&current.id))
+            .with_member_id(sb(&current.id))
             .with_generation_id(current.member_epoch)
-            .with_protocol_type(Some(s(CONSUMER_PROTOCOL_TYPE)))
-            .with_protocol_name(Some(s(&protocol)));
+            .with_protocol_type(Some(sb(CONSUMER_PROTOCOL_TYPE)))
+            .with_protocol_name(Some(sb(&protocol)));
         if replaced_consumer
             && self.maybe_downgrade_after_replacement(group_id, subscription_changed)
         {
@@ -443,8 +430,7 @@ impl ConsumerGroups {
         }
         if removed > 0 {
             if let Some(g) = self.groups.get_mut(group_id) {
-                g.refresh_regexes(&self.topics);
-                g.subscription_metadata = g.compute_subscription_metadata(&self.topics);
+                g.refresh_subscriptions(&self.topics);
                 bump_group_epoch(g, out);
             }
         }
@@ -458,8 +444,8 @@ impl ConsumerGroups {
                 .into_iter()
                 .map(|(member_id, instance, error)| {
                     MemberResponse::default()
-                        .with_member_id(s(&member_id))
-                        .with_group_instance_id(instance.as_deref().map(s))
+                        .with_member_id(sb(&member_id))
+                        .with_group_instance_id(instance.as_deref().map(sb))
                         .with_error_code(error)
                 })
                 .collect(),

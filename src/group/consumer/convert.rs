@@ -303,17 +303,11 @@ impl ConsumerGroups {
         }
         if downgrade_allowed(g, member_id, &self.config) {
             let snapshot = to_classic(g, member_id, &self.topics);
-            self.groups.remove(group_id);
-            self.timers.cancel_group(group_id);
-            self.dirty.insert(group_id.to_string());
             out.push(ConsumerEvent::MemberFenced {
                 group: group_id.to_string(),
                 cause,
             });
-            self.downgrades.push(Downgrade {
-                snapshot,
-                reason: DowngradeReason::Fenced(cause),
-            });
+            self.downgrade(group_id, snapshot, DowngradeReason::Fenced(cause));
             return;
         }
         fence_member(g, &mut self.timers, &self.topics, member_id, cause, out);
@@ -347,16 +341,20 @@ impl ConsumerGroups {
             return false;
         }
         let snapshot = to_classic(g, "", &self.topics);
+        let reason = DowngradeReason::StaticMemberReplaced {
+            subscription_changed,
+        };
+        self.downgrade(group_id, snapshot, reason);
+        true
+    }
+
+    /// Hands `group_id` to the classic side as `snapshot`: the group, its timers and its record
+    /// go (`take_dirty` names it, for the tombstone); `take_downgrades` returns the snapshot.
+    fn downgrade(&mut self, group_id: &str, snapshot: ClassicSnapshot, reason: DowngradeReason) {
         self.groups.remove(group_id);
         self.timers.cancel_group(group_id);
         self.dirty.insert(group_id.to_string());
-        self.downgrades.push(Downgrade {
-            snapshot,
-            reason: DowngradeReason::StaticMemberReplaced {
-                subscription_changed,
-            },
-        });
-        true
+        self.downgrades.push(Downgrade { snapshot, reason });
     }
 }
 

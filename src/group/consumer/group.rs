@@ -205,6 +205,16 @@ impl ConsumerGroup {
         self.regexes = next;
     }
 
+    /// Refreshes the regexes and recomputes the subscription metadata under `topics`. True if the
+    /// subscription metadata changed.
+    pub fn refresh_subscriptions(&mut self, topics: &Topics) -> bool {
+        self.refresh_regexes(topics);
+        let metadata = self.compute_subscription_metadata(topics);
+        let changed = metadata != self.subscription_metadata;
+        self.subscription_metadata = metadata;
+        changed
+    }
+
     /// The subscription metadata every member's subscription gives under `topics`.
     pub fn compute_subscription_metadata(&self, topics: &Topics) -> BTreeMap<String, TopicInfo> {
         let mut out = BTreeMap::new();

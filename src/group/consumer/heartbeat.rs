@@ -483,8 +483,7 @@ pub(super) fn apply_member(
         });
     }
     if subscription_changed {
-        group.refresh_regexes(topics);
-        group.subscription_metadata = group.compute_subscription_metadata(topics);
+        group.refresh_subscriptions(topics);
         bump_group_epoch(group, out);
     }
     if group.group_epoch > group.assignment_epoch {
@@ -553,8 +552,7 @@ pub(super) fn fence_member(
         return;
     }
     timers.cancel_member(&group.id, member_id);
-    group.refresh_regexes(topics);
-    group.subscription_metadata = group.compute_subscription_metadata(topics);
+    group.refresh_subscriptions(topics);
     out.push(ConsumerEvent::MemberFenced {
         group: group.id.clone(),
         cause,

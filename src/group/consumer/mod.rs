@@ -223,10 +223,7 @@ impl ConsumerGroups {
         self.run_timers(now, out);
         self.topics = topics;
         for g in self.groups.values_mut() {
-            g.refresh_regexes(&self.topics);
-            let metadata = g.compute_subscription_metadata(&self.topics);
-            if metadata != g.subscription_metadata {
-                g.subscription_metadata = metadata;
+            if g.refresh_subscriptions(&self.topics) {
                 heartbeat::bump_group_epoch(g, out);
             }
             if std::mem::take(&mut g.dirty) {
