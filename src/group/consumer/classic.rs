@@ -23,7 +23,7 @@ use super::heartbeat::{apply_member, bump_group_epoch, note_state, reconcile_ste
 use super::member::{Assignment, ClassicMember, Member, MemberState};
 use super::timers::Kind;
 use super::topics::Topics;
-use super::{CallContext, ConsumerEvent, ConsumerGroups, FenceCause};
+use super::{next_member_id, CallContext, ConsumerEvent, ConsumerGroups, FenceCause};
 use crate::group::group::code;
 use crate::group::rebalance::sb;
 use crate::group::Millis;
@@ -160,7 +160,7 @@ impl ConsumerGroups {
         let group_id = req.group_id.as_str();
         let unknown = req.member_id.is_empty();
         let member_id = if unknown {
-            self.ids.next()
+            next_member_id(&mut self.ids)
         } else {
             req.member_id.to_string()
         };

@@ -19,7 +19,7 @@ use super::member::{
 use super::reconcile::{reconcile, Owned};
 use super::timers::{Kind, Timers};
 use super::topics::{TopicRegex, Topics};
-use super::{CallContext, ConsumerEvent, ConsumerGroups, FenceCause};
+use super::{next_member_id, CallContext, ConsumerEvent, ConsumerGroups, FenceCause};
 use crate::group::Millis;
 
 /// Kafka error codes ConsumerGroupHeartbeat answers with.
@@ -155,7 +155,7 @@ impl ConsumerGroups {
             ));
         }
         let member_id = if req.member_id.is_empty() {
-            self.ids.next()
+            next_member_id(&mut self.ids)
         } else {
             req.member_id.to_string()
         };
