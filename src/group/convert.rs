@@ -171,14 +171,9 @@ fn restore(s: ClassicSnapshot, now: Millis) -> Group {
         .or_else(|| g.members.keys().next().cloned());
     g.protocol_type = s.protocol_type;
     // The snapshot's protocol if every member supports it, else the members' vote.
-    let supported = |name: &str| {
-        g.members
-            .values()
-            .all(|m| m.protocols.iter().any(|p| p.name == name))
-    };
     g.protocol_name = s
         .protocol_name
-        .filter(|p| supported(p))
+        .filter(|p| g.supported_by_all(p))
         .or_else(|| g.select_protocol());
     g.state = GroupState::Stable;
     g.previous_state = GroupState::Empty;

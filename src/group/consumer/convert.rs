@@ -11,7 +11,6 @@
 //! coordinator and comes out of `take_downgrades` for the classic side to install.
 
 use bytes::Bytes;
-use indexmap::IndexMap;
 use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse};
 use kafka_protocol::protocol::StrBytes;
 
@@ -413,28 +412,10 @@ fn to_classic(g: &ConsumerGroup, leaving: &str, topics: &super::Topics) -> Class
     }
 }
 
-/// Kafka's `ClassicGroup.selectProtocol`: each member votes for its first choice among the
-/// protocols every member supports; most votes wins, ties to the one voted for first.
+/// Kafka's `ClassicGroup.selectProtocol` over the members' classic protocols, in member order.
 fn select_protocol(members: &[&Member]) -> Option<String> {
-    let lists: Vec<Vec<&str>> = members
-        .iter()
-        .map(|m| {
-            m.classic
-                .as_ref()
-                .map(|c| c.protocols.iter().map(|(n, _)| n.as_str()).collect())
-                .unwrap_or_default()
-        })
-        .collect();
-    let supported = |name: &str| lists.iter().all(|l| l.contains(&name));
-    let mut votes: IndexMap<&str, usize> = IndexMap::new();
-    for l in &lists {
-        if let Some(choice) = l.iter().find(|n| supported(n)) {
-            *votes.entry(choice).or_default() += 1;
-        }
-    }
-    let best = votes.values().copied().max()?;
-    votes
-        .into_iter()
-        .find(|(_, n)| *n == best)
-        .map(|(name, _)| name.to_string())
+    crate::group::group::select_protocol(members.iter().map(|m| {
+        let protocols = m.classic.as_ref().map_or(&[][..], |c| &c.protocols[..]);
+        protocols.iter().map(|(n, _)| n.as_str())
+    }))
 }
