@@ -61,6 +61,7 @@ impl Coordinator {
     }
 
     /// Whether `group` is a consumer group here.
+    #[cfg(test)]
     pub fn is_consumer_group(&self, group: &str) -> bool {
         self.consumer.contains(group)
     }
@@ -266,36 +267,35 @@ impl Coordinator {
         out: &mut Vec<Output>,
     ) -> Result<(), i16> {
         self.consumer.delete(group)?;
-        self.consumer.clean(group);
         self.offsets.take_group(group);
         self.imports.forget(group);
-        let incarnation = self.consumer_incarnation(group);
-        self.consumer_incarnations.forget(group);
-        let effect = Effect::Tombstone {
-            token: Some(token),
-            index,
-            restore: None,
-        };
-        self.persist
-            .issue(out, group, incarnation, || Write::DeleteGroup, effect);
-        out.push(Output::Event(Event::GroupDeleted {
-            group: group.to_string(),
-        }));
+        self.consumer_tombstone(group, Some(token), index, out);
         Ok(())
     }
 
     /// Removes an Empty consumer group whose offsets all expired (retention); its tombstone is
     /// written.
     pub(crate) fn consumer_expire(&mut self, group: &str, out: &mut Vec<Output>) {
-        if self.consumer.delete(group).is_err() {
-            return;
+        if self.consumer.delete(group).is_ok() {
+            self.consumer_tombstone(group, None, 0, out);
         }
+    }
+
+    /// After a consumer group was deleted: writes its tombstone (answering `token` at `index` of
+    /// a DeleteGroups, if any) and reports `GroupDeleted`.
+    fn consumer_tombstone(
+        &mut self,
+        group: &str,
+        token: Option<Token>,
+        index: usize,
+        out: &mut Vec<Output>,
+    ) {
         self.consumer.clean(group);
         let incarnation = self.consumer_incarnation(group);
         self.consumer_incarnations.forget(group);
         let effect = Effect::Tombstone {
-            token: None,
-            index: 0,
+            token,
+            index,
             restore: None,
         };
         self.persist

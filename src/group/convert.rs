@@ -19,9 +19,8 @@ use super::state::{GroupState, RebalanceReason};
 use super::{Coordinator, Event, Millis, Output, Response};
 
 impl Coordinator {
-    /// Members of the classic group `group` (`None`: no such classic group here). The shell
-    /// routes by it: a ConsumerGroupHeartbeat joining an id with a non-empty classic group is an
-    /// upgrade; with an empty one, Kafka deletes the classic group first.
+    /// Members of the classic group `group` (`None`: no such classic group here).
+    #[cfg(test)]
     pub fn classic_members(&self, group: &str) -> Option<usize> {
         self.groups.get(group).map(|g| g.members.len())
     }
@@ -172,14 +171,9 @@ fn restore(s: ClassicSnapshot, now: Millis) -> Group {
         .or_else(|| g.members.keys().next().cloned());
     g.protocol_type = s.protocol_type;
     // The snapshot's protocol if every member supports it, else the members' vote.
-    let supported = |name: &str| {
-        g.members
-            .values()
-            .all(|m| m.protocols.iter().any(|p| p.name == name))
-    };
     g.protocol_name = s
         .protocol_name
-        .filter(|p| supported(p))
+        .filter(|p| g.supported_by_all(p))
         .or_else(|| g.select_protocol());
     g.state = GroupState::Stable;
     g.previous_state = GroupState::Empty;

@@ -29,31 +29,28 @@ pub(crate) fn describe(
 ) {
     let mut response = DescribeGroupsResponse::default();
     for id in &req.groups {
-        let consumer = c
+        let mut d = if c.loading {
+            let mut d = DescribedGroup::default();
+            d.error_code = code::COORDINATOR_LOAD_IN_PROGRESS;
+            d
+        } else if let Some(d) = c
             .consumer_groups()
-            .describe_classic(id.as_str(), meta.version);
-        let mut d = match c.groups.get(id.as_str()) {
-            _ if c.loading => {
-                let mut d = DescribedGroup::default();
-                d.error_code = code::COORDINATOR_LOAD_IN_PROGRESS;
-                d
-            }
+            .describe_classic(id.as_str(), meta.version)
+        {
             // A consumer group, as Kafka 4 answers DescribeGroups for one.
-            _ if consumer.is_some() => consumer.unwrap_or_default(),
-            _ if c.loading => {
-                let mut d = DescribedGroup::default();
-                d.error_code = code::COORDINATOR_LOAD_IN_PROGRESS;
-                d
-            }
-            Some(g) => described(g),
-            None => {
-                let mut d = DescribedGroup::default();
-                d.group_state = sb(GroupState::Dead.as_str());
-                if meta.version >= 6 {
-                    d.error_code = code::GROUP_ID_NOT_FOUND;
-                    d.error_message = Some(sb(&format!("Group {} not found.", id.as_str())));
+            d
+        } else {
+            match c.groups.get(id.as_str()) {
+                Some(g) => described(g),
+                None => {
+                    let mut d = DescribedGroup::default();
+                    d.group_state = sb(GroupState::Dead.as_str());
+                    if meta.version >= 6 {
+                        d.error_code = code::GROUP_ID_NOT_FOUND;
+                        d.error_message = Some(sb(&format!("Group {} not found.", id.as_str())));
+                    }
+                    d
                 }
-                d
             }
         };
         d.group_id = id.clone();

@@ -82,13 +82,33 @@ impl Member {
     pub(crate) fn has_satisfied_heartbeat(&self) -> bool {
         !self.is_new && (self.join_waiter.is_some() || self.sync_waiter.is_some())
     }
+}
 
-    fn vote(&self, candidates: &BTreeSet<&str>) -> Option<&str> {
-        self.protocols
-            .iter()
-            .map(|p| p.name.as_str())
-            .find(|name| candidates.contains(name))
+/// Kafka's `selectProtocol`, given each member's protocol names in preference order: each member
+/// votes for its first choice among the protocols every member supports; most votes wins, ties go
+/// to the protocol voted for first (member order). `None` if no protocol gets a vote.
+pub(crate) fn select_protocol<'a, M, P>(members: M) -> Option<String>
+where
+    M: IntoIterator<Item = P> + Clone,
+    P: IntoIterator<Item = &'a str>,
+{
+    let supported_by_all = |name: &str| {
+        members
+            .clone()
+            .into_iter()
+            .all(|m| m.into_iter().any(|n| n == name))
+    };
+    let mut votes: IndexMap<&str, usize> = IndexMap::new();
+    for member in members.clone() {
+        if let Some(name) = member.into_iter().find(|n| supported_by_all(n)) {
+            *votes.entry(name).or_default() += 1;
+        }
     }
+    let best = votes.values().copied().max()?;
+    votes
+        .into_iter()
+        .find(|(_, n)| *n == best)
+        .map(|(name, _)| name.to_string())
 }
 
 pub(crate) struct Group {
@@ -181,32 +201,19 @@ impl Group {
 
     /// True for a group with no members (as Kafka's count 0 == numMembers 0): a non-Empty group can
     /// be left without members, e.g. when its only member leaves during the initial delay.
-    fn supported_by_all(&self, name: &str) -> bool {
+    pub(crate) fn supported_by_all(&self, name: &str) -> bool {
         self.members
             .values()
             .all(|m| m.protocols.iter().any(|p| p.name == name))
     }
 
-    /// Kafka's `selectProtocol`: each member votes for its first choice among the protocols every
-    /// member supports; most votes wins, ties go to the protocol voted for first (member order).
+    /// Kafka's `selectProtocol` (`select_protocol`) over the members in order.
     pub(crate) fn select_protocol(&self) -> Option<String> {
-        let candidates: BTreeSet<&str> = self
-            .members
-            .values()
-            .flat_map(|m| m.protocols.iter().map(|p| p.name.as_str()))
-            .filter(|name| self.supported_by_all(name))
-            .collect();
-        let mut votes: IndexMap<&str, usize> = IndexMap::new();
-        for member in self.members.values() {
-            if let Some(name) = member.vote(&candidates) {
-                *votes.entry(name).or_default() += 1;
-            }
-        }
-        let best = votes.values().copied().max()?;
-        votes
-            .into_iter()
-            .find(|(_, n)| *n == best)
-            .map(|(name, _)| name.to_string())
+        select_protocol(
+            self.members
+                .values()
+                .map(|m| m.protocols.iter().map(|p| p.name.as_str())),
+        )
     }
 
     /// Kafka's `validateMember`: UNKNOWN_MEMBER_ID or FENCED_INSTANCE_ID, checked by instance id

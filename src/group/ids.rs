@@ -29,12 +29,8 @@ impl IdGen {
     }
 
     pub(crate) fn next(&mut self, prefix: &str) -> String {
-        self.counter = self.counter.wrapping_add(1);
-        // Each step is a bijection of the counter, so `hi` alone is unique per counter value.
-        let hi = mix(self
-            .seed
-            .wrapping_add(self.counter.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
-        let lo = mix(hi ^ self.seed.rotate_left(32) ^ 0x5851_f42d_4c95_7f2d);
+        let bits = self.next_bits(32, 0x5851_f42d_4c95_7f2d);
+        let (hi, lo) = ((bits >> 64) as u64, bits as u64);
         format!(
             "{prefix}-{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
             hi >> 32,
@@ -43,6 +39,19 @@ impl IdGen {
             lo >> 48,
             lo & 0xffff_ffff_ffff
         )
+    }
+
+    /// The next 128 bits: the high 64 are unique per call (a bijection of the counter), the low
+    /// 64 are mixed from them with the seed rotated left by `rotation` and `salt` (different
+    /// users pass different ones, so their ids differ for one seed).
+    pub(crate) fn next_bits(&mut self, rotation: u32, salt: u64) -> u128 {
+        self.counter = self.counter.wrapping_add(1);
+        // Each step is a bijection of the counter, so `hi` alone is unique per counter value.
+        let hi = mix(self
+            .seed
+            .wrapping_add(self.counter.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
+        let lo = mix(hi ^ self.seed.rotate_left(rotation) ^ salt);
+        (u128::from(hi) << 64) | u128::from(lo)
     }
 }
 

@@ -7,6 +7,8 @@
 //! epoch, and it is told to rejoin (REBALANCE_IN_PROGRESS) while it lags its target. JoinGroup and
 //! SyncGroup answer at once, as Kafka does for a consumer group: nothing parks here.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedPartition;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
@@ -21,9 +23,11 @@ use uuid::Uuid;
 use super::group::ConsumerGroup;
 use super::heartbeat::{apply_member, bump_group_epoch, note_state, reconcile_step};
 use super::member::{Assignment, ClassicMember, Member, MemberState};
-use super::timers::Kind;
+use super::timers::{Kind, Timers};
 use super::topics::Topics;
-use super::{CallContext, ConsumerEvent, ConsumerGroups, FenceCause};
+use super::{next_member_id, CallContext, ConsumerEvent, ConsumerGroups, FenceCause};
+use crate::group::group::code;
+use crate::group::rebalance::sb;
 use crate::group::Millis;
 
 /// The protocol type of consumers (Kafka's `ConsumerProtocol.PROTOCOL_TYPE`).
@@ -32,17 +36,6 @@ pub const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
 /// The highest ConsumerProtocol versions kafka-protocol 0.18 knows; a higher one is read as this.
 const MAX_SUBSCRIPTION_VERSION: i16 = 3;
 const MAX_ASSIGNMENT_VERSION: i16 = 3;
-
-/// Kafka error codes of the classic APIs.
-pub(crate) mod code {
-    pub const ILLEGAL_GENERATION: i16 = 22;
-    pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
-    pub const UNKNOWN_MEMBER_ID: i16 = 25;
-    pub const REBALANCE_IN_PROGRESS: i16 = 27;
-    pub const MEMBER_ID_REQUIRED: i16 = 79;
-    pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
-    pub const FENCED_INSTANCE_ID: i16 = 82;
-}
 
 /// A ConsumerProtocolSubscription (its version header, then the body). `None` if it does not parse.
 pub fn decode_subscription(bytes: &[u8]) -> Option<(i16, ConsumerProtocolSubscription)> {
@@ -121,16 +114,12 @@ pub(crate) fn to_assignment<'a>(
     a
 }
 
-fn s(v: &str) -> StrBytes {
-    StrBytes::from_string(v.to_string())
-}
-
 /// A JoinGroup error: no generation, no protocol (null from v7, "" before, as the classic side).
 fn join_error(version: i16, error: i16, member_id: &str) -> JoinGroupResponse {
     JoinGroupResponse::default()
         .with_error_code(error)
         .with_generation_id(-1)
-        .with_member_id(s(member_id))
+        .with_member_id(sb(member_id))
         .with_protocol_name((version < 7).then(StrBytes::default))
 }
 
@@ -173,7 +162,7 @@ impl ConsumerGroups {
         let group_id = req.group_id.as_str();
         let unknown = req.member_id.is_empty();
         let member_id = if unknown {
-            self.ids.next()
+            next_member_id(&mut self.ids)
         } else {
             req.member_id.to_string()
         };
@@ -239,7 +228,7 @@ impl ConsumerGroups {
         let Some(group) = self.groups.get_mut(group_id) else {
             return Err((code::UNKNOWN_MEMBER_ID, member_id));
         };
-        let mut updated = member.clone();
+        let mut updated = member;
         if let Some(i) = &instance {
             updated.instance_id = Some(i.clone());
         }
@@ -253,8 +242,10 @@ impl ConsumerGroups {
             updated.rebalance_timeout_ms = req.session_timeout_ms;
         }
         updated.server_assignor = None;
-        updated.subscribed_topic_names =
-            subscription.topics.iter().map(|t| t.to_string()).collect();
+        // The regex stays: a classic subscription is by names only.
+        let names: BTreeSet<String> = subscription.topics.iter().map(|t| t.to_string()).collect();
+        let subscription_changed = names != updated.subscribed_topic_names;
+        updated.subscribed_topic_names = names;
         updated.client_id = cx.client_id.clone();
         updated.client_host = cx.client_host.clone();
         updated.classic = Some(ClassicMember {
@@ -265,12 +256,12 @@ impl ConsumerGroups {
             self.timers.cancel_member(group_id, old);
         }
         let default_assignor = self.config.default_assignor();
-        let subscription_changed = apply_member(
+        apply_member(
             group,
             topics,
             default_assignor,
-            &member,
             &updated,
+            subscription_changed,
             replaced.as_deref(),
             out,
         );
@@ -286,14 +277,14 @@ impl ConsumerGroups {
         .into_iter()
         .map(|(t, ps)| (t, ps.into_iter().collect()))
         .collect();
-        let current = reconcile_step(group, &mut self.timers, now, updated, Some(&owned));
+        let (current, _) = reconcile_step(group, &mut self.timers, now, updated, Some(&owned));
         note_state(group, out);
         let protocol = first_protocol(&current).to_string();
         let response = JoinGroupResponse::default()
-            .with_member_id(s(&current.id))
+            .with_member_id(sb(&current.id))
             .with_generation_id(current.member_epoch)
-            .with_protocol_type(Some(s(CONSUMER_PROTOCOL_TYPE)))
-            .with_protocol_name(Some(s(&protocol)));
+            .with_protocol_type(Some(sb(CONSUMER_PROTOCOL_TYPE)))
+            .with_protocol_name(Some(sb(&protocol)));
         if replaced_consumer
             && self.maybe_downgrade_after_replacement(group_id, subscription_changed)
         {
@@ -320,14 +311,22 @@ impl ConsumerGroups {
         self.run_timers(now, out);
         let group_id = req.group_id.as_str();
         let instance = req.group_instance_id.as_ref().map(|i| i.as_str());
-        let member = match self.classic_member(group_id, req.member_id.as_str(), instance) {
-            Ok(m) => m,
-            Err(code) => return sync_error(code),
-        };
+        // Borrowed from `groups` while `timers` changes: no copy of the member.
+        let ConsumerGroups {
+            groups,
+            timers,
+            topics,
+            ..
+        } = self;
+        let (group, member) =
+            match classic_member(groups, group_id, req.member_id.as_str(), instance) {
+                Ok(found) => found,
+                Err(code) => return sync_error(code),
+            };
         if req.generation_id != member.member_epoch {
             return sync_error(code::ILLEGAL_GENERATION);
         }
-        let protocol = first_protocol(&member);
+        let protocol = first_protocol(member);
         if req
             .protocol_type
             .as_ref()
@@ -339,14 +338,17 @@ impl ConsumerGroups {
         {
             return sync_error(code::INCONSISTENT_GROUP_PROTOCOL);
         }
-        if self.must_rejoin_at_sync(group_id, &member) {
+        // Kafka's `throwIfRebalanceInProgress`: the group moved past the member, which is not
+        // busy revoking.
+        if group.group_epoch > member.member_epoch
+            && member.state != MemberState::UnrevokedPartitions
+        {
             let at = now + member.rebalance_timeout_ms.max(0) as u64;
-            self.timers
-                .arm_if_absent(group_id, &member.id, Kind::Join, at);
+            timers.arm_if_absent(group_id, &member.id, Kind::Join, at);
             return sync_error(code::REBALANCE_IN_PROGRESS);
         }
-        self.timers.cancel_kind(group_id, &member.id, &Kind::Sync);
-        self.arm_classic_session(now, group_id, &member);
+        timers.cancel_kind(group_id, &member.id, &Kind::Sync);
+        arm_classic_session(timers, now, group_id, member);
         let metadata = member
             .classic
             .as_ref()
@@ -356,7 +358,7 @@ impl ConsumerGroups {
         SyncGroupResponse::default()
             .with_protocol_type(req.protocol_type.clone())
             .with_protocol_name(req.protocol_name.clone())
-            .with_assignment(encode_assignment(&member.assigned, &self.topics, &metadata))
+            .with_assignment(encode_assignment(&member.assigned, topics, &metadata))
     }
 
     /// Heartbeat of a classic member of a consumer group: REBALANCE_IN_PROGRESS while it must
@@ -371,25 +373,23 @@ impl ConsumerGroups {
         self.run_timers(now, out);
         let group_id = req.group_id.as_str();
         let instance = req.group_instance_id.as_ref().map(|i| i.as_str());
-        let member = match self.classic_member(group_id, req.member_id.as_str(), instance) {
-            Ok(m) => m,
-            Err(code) => return HeartbeatResponse::default().with_error_code(code),
-        };
+        let ConsumerGroups { groups, timers, .. } = self;
+        let (group, member) =
+            match classic_member(groups, group_id, req.member_id.as_str(), instance) {
+                Ok(found) => found,
+                Err(code) => return HeartbeatResponse::default().with_error_code(code),
+            };
         if req.generation_id != member.member_epoch {
             return HeartbeatResponse::default().with_error_code(code::ILLEGAL_GENERATION);
         }
-        self.arm_classic_session(now, group_id, &member);
-        let Some(group) = self.groups.get(group_id) else {
-            return HeartbeatResponse::default().with_error_code(code::UNKNOWN_MEMBER_ID);
-        };
+        arm_classic_session(timers, now, group_id, member);
         let rejoin = member.member_epoch < group.group_epoch
             || member.state == MemberState::UnrevokedPartitions
             || (member.state == MemberState::UnreleasedPartitions
-                && !waiting_on_unreleased(group, &member));
+                && !waiting_on_unreleased(group, member));
         if rejoin {
             let at = now + member.rebalance_timeout_ms.max(0) as u64;
-            self.timers
-                .arm_if_absent(group_id, &member.id, Kind::Join, at);
+            timers.arm_if_absent(group_id, &member.id, Kind::Join, at);
             return HeartbeatResponse::default().with_error_code(code::REBALANCE_IN_PROGRESS);
         }
         HeartbeatResponse::default()
@@ -422,29 +422,28 @@ impl ConsumerGroups {
         let mut removed = 0;
         for (member_id, instance) in &leaving {
             let found = match instance {
-                None => self.classic_member(group_id, member_id, None),
+                None => classic_member(&self.groups, group_id, member_id, None).map(|(_, m)| m),
                 Some(i) => self.classic_static_for_leave(group_id, member_id, i),
             };
-            match found {
-                Ok(m) => {
+            match found.map(|m| m.id.clone()) {
+                Ok(id) => {
                     if let Some(g) = self.groups.get_mut(group_id) {
-                        g.remove_member(&m.id);
+                        g.remove_member(&id);
                     }
-                    self.timers.cancel_member(group_id, &m.id);
+                    self.timers.cancel_member(group_id, &id);
                     out.push(ConsumerEvent::MemberFenced {
                         group: group_id.to_string(),
                         cause: FenceCause::Leave,
                     });
                     removed += 1;
-                    results.push((m.id, instance.clone(), 0));
+                    results.push((id, instance.clone(), 0));
                 }
                 Err(code) => results.push((member_id.clone(), instance.clone(), code)),
             }
         }
         if removed > 0 {
             if let Some(g) = self.groups.get_mut(group_id) {
-                g.refresh_regexes(&self.topics);
-                g.subscription_metadata = g.compute_subscription_metadata(&self.topics);
+                g.refresh_subscriptions(&self.topics);
                 bump_group_epoch(g, out);
             }
         }
@@ -458,36 +457,12 @@ impl ConsumerGroups {
                 .into_iter()
                 .map(|(member_id, instance, error)| {
                     MemberResponse::default()
-                        .with_member_id(s(&member_id))
-                        .with_group_instance_id(instance.as_deref().map(s))
+                        .with_member_id(sb(&member_id))
+                        .with_group_instance_id(instance.as_deref().map(sb))
                         .with_error_code(error)
                 })
                 .collect(),
         )
-    }
-
-    /// Kafka's `validateConsumerGroupMember` + `throwIfMemberDoesNotUseClassicProtocol`.
-    fn classic_member(
-        &self,
-        group_id: &str,
-        member_id: &str,
-        instance: Option<&str>,
-    ) -> Result<Member, i16> {
-        let g = self.groups.get(group_id).ok_or(code::UNKNOWN_MEMBER_ID)?;
-        let m = match instance {
-            None => g.members.get(member_id).ok_or(code::UNKNOWN_MEMBER_ID)?,
-            Some(i) => {
-                let m = g.static_member(i).ok_or(code::UNKNOWN_MEMBER_ID)?;
-                if m.id != member_id {
-                    return Err(code::FENCED_INSTANCE_ID);
-                }
-                m
-            }
-        };
-        if !m.uses_classic_protocol() {
-            return Err(code::UNKNOWN_MEMBER_ID);
-        }
-        Ok(m.clone())
     }
 
     /// A LeaveGroup entry by instance id: the member id may be left out (an admin removal).
@@ -496,7 +471,7 @@ impl ConsumerGroups {
         group_id: &str,
         member_id: &str,
         instance: &str,
-    ) -> Result<Member, i16> {
+    ) -> Result<&Member, i16> {
         let g = self.groups.get(group_id).ok_or(code::UNKNOWN_MEMBER_ID)?;
         let m = g.static_member(instance).ok_or(code::UNKNOWN_MEMBER_ID)?;
         if !member_id.is_empty() && m.id != member_id {
@@ -505,23 +480,40 @@ impl ConsumerGroups {
         if !m.uses_classic_protocol() {
             return Err(code::UNKNOWN_MEMBER_ID);
         }
-        Ok(m.clone())
+        Ok(m)
     }
+}
 
-    /// Kafka's `throwIfRebalanceInProgress`: the group moved past the member, which is not busy
-    /// revoking.
-    /// A classic member's session runs on the timeout it joined with.
-    fn arm_classic_session(&mut self, now: Millis, group_id: &str, member: &Member) {
-        let session = member.classic.as_ref().map_or(0, |c| c.session_timeout_ms);
-        let at = now + session.max(0) as u64;
-        self.timers.arm(group_id, &member.id, Kind::Session, at);
+/// Kafka's `validateConsumerGroupMember` + `throwIfMemberDoesNotUseClassicProtocol`: the group
+/// and the member.
+fn classic_member<'a>(
+    groups: &'a BTreeMap<String, ConsumerGroup>,
+    group_id: &str,
+    member_id: &str,
+    instance: Option<&str>,
+) -> Result<(&'a ConsumerGroup, &'a Member), i16> {
+    let g = groups.get(group_id).ok_or(code::UNKNOWN_MEMBER_ID)?;
+    let m = match instance {
+        None => g.members.get(member_id).ok_or(code::UNKNOWN_MEMBER_ID)?,
+        Some(i) => {
+            let m = g.static_member(i).ok_or(code::UNKNOWN_MEMBER_ID)?;
+            if m.id != member_id {
+                return Err(code::FENCED_INSTANCE_ID);
+            }
+            m
+        }
+    };
+    if !m.uses_classic_protocol() {
+        return Err(code::UNKNOWN_MEMBER_ID);
     }
+    Ok((g, m))
+}
 
-    fn must_rejoin_at_sync(&self, group_id: &str, member: &Member) -> bool {
-        self.groups.get(group_id).is_some_and(|g| {
-            g.group_epoch > member.member_epoch && member.state != MemberState::UnrevokedPartitions
-        })
-    }
+/// A classic member's session runs on the timeout it joined with.
+fn arm_classic_session(timers: &mut Timers, now: Millis, group_id: &str, member: &Member) {
+    let session = member.classic.as_ref().map_or(0, |c| c.session_timeout_ms);
+    let at = now + session.max(0) as u64;
+    timers.arm(group_id, &member.id, Kind::Session, at);
 }
 
 /// The protocol name a classic member is answered with: its first (Kafka's

@@ -11,7 +11,6 @@
 //! coordinator and comes out of `take_downgrades` for the classic side to install.
 
 use bytes::Bytes;
-use indexmap::IndexMap;
 use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse};
 use kafka_protocol::protocol::StrBytes;
 
@@ -303,17 +302,11 @@ impl ConsumerGroups {
         }
         if downgrade_allowed(g, member_id, &self.config) {
             let snapshot = to_classic(g, member_id, &self.topics);
-            self.groups.remove(group_id);
-            self.timers.cancel_group(group_id);
-            self.dirty.insert(group_id.to_string());
             out.push(ConsumerEvent::MemberFenced {
                 group: group_id.to_string(),
                 cause,
             });
-            self.downgrades.push(Downgrade {
-                snapshot,
-                reason: DowngradeReason::Fenced(cause),
-            });
+            self.downgrade(group_id, snapshot, DowngradeReason::Fenced(cause));
             return;
         }
         fence_member(g, &mut self.timers, &self.topics, member_id, cause, out);
@@ -347,16 +340,20 @@ impl ConsumerGroups {
             return false;
         }
         let snapshot = to_classic(g, "", &self.topics);
+        let reason = DowngradeReason::StaticMemberReplaced {
+            subscription_changed,
+        };
+        self.downgrade(group_id, snapshot, reason);
+        true
+    }
+
+    /// Hands `group_id` to the classic side as `snapshot`: the group, its timers and its record
+    /// go (`take_dirty` names it, for the tombstone); `take_downgrades` returns the snapshot.
+    fn downgrade(&mut self, group_id: &str, snapshot: ClassicSnapshot, reason: DowngradeReason) {
         self.groups.remove(group_id);
         self.timers.cancel_group(group_id);
         self.dirty.insert(group_id.to_string());
-        self.downgrades.push(Downgrade {
-            snapshot,
-            reason: DowngradeReason::StaticMemberReplaced {
-                subscription_changed,
-            },
-        });
-        true
+        self.downgrades.push(Downgrade { snapshot, reason });
     }
 }
 
@@ -415,28 +412,10 @@ fn to_classic(g: &ConsumerGroup, leaving: &str, topics: &super::Topics) -> Class
     }
 }
 
-/// Kafka's `ClassicGroup.selectProtocol`: each member votes for its first choice among the
-/// protocols every member supports; most votes wins, ties to the one voted for first.
+/// Kafka's `ClassicGroup.selectProtocol` over the members' classic protocols, in member order.
 fn select_protocol(members: &[&Member]) -> Option<String> {
-    let lists: Vec<Vec<&str>> = members
-        .iter()
-        .map(|m| {
-            m.classic
-                .as_ref()
-                .map(|c| c.protocols.iter().map(|(n, _)| n.as_str()).collect())
-                .unwrap_or_default()
-        })
-        .collect();
-    let supported = |name: &str| lists.iter().all(|l| l.contains(&name));
-    let mut votes: IndexMap<&str, usize> = IndexMap::new();
-    for l in &lists {
-        if let Some(choice) = l.iter().find(|n| supported(n)) {
-            *votes.entry(choice).or_default() += 1;
-        }
-    }
-    let best = votes.values().copied().max()?;
-    votes
-        .into_iter()
-        .find(|(_, n)| *n == best)
-        .map(|(name, _)| name.to_string())
+    crate::group::group::select_protocol(members.iter().map(|m| {
+        let protocols = m.classic.as_ref().map_or(&[][..], |c| &c.protocols[..]);
+        protocols.iter().map(|(n, _)| n.as_str())
+    }))
 }

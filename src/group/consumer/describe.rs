@@ -11,13 +11,13 @@ use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{
     ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, GroupId, TopicName,
 };
-use kafka_protocol::protocol::StrBytes;
 
 use super::group::ConsumerGroup;
 use super::heartbeat::code;
 use super::member::Assignment;
 use super::topics::Topics;
 use super::ConsumerGroups;
+use crate::group::rebalance::sb;
 
 /// ConsumerGroupDescribe's member type (v1, KIP-1099): 0 classic protocol, 1 consumer protocol.
 const MEMBER_TYPE_CLASSIC: i8 = 0;
@@ -46,19 +46,19 @@ impl ConsumerGroups {
             .values()
             .map(|m| {
                 WireMember::default()
-                    .with_member_id(s(&m.id))
-                    .with_instance_id(m.instance_id.as_deref().map(s))
-                    .with_rack_id(m.rack_id.as_deref().map(s))
+                    .with_member_id(sb(&m.id))
+                    .with_instance_id(m.instance_id.as_deref().map(sb))
+                    .with_rack_id(m.rack_id.as_deref().map(sb))
                     .with_member_epoch(m.member_epoch)
-                    .with_client_id(s(&m.client_id))
-                    .with_client_host(s(&m.client_host))
+                    .with_client_id(sb(&m.client_id))
+                    .with_client_host(sb(&m.client_host))
                     .with_subscribed_topic_names(
                         m.subscribed_topic_names
                             .iter()
-                            .map(|n| TopicName(s(n)))
+                            .map(|n| TopicName(sb(n)))
                             .collect(),
                     )
-                    .with_subscribed_topic_regex(m.subscribed_topic_regex.as_deref().map(s))
+                    .with_subscribed_topic_regex(m.subscribed_topic_regex.as_deref().map(sb))
                     .with_assignment(wire(&m.assigned, &self.topics))
                     .with_target_assignment(wire(
                         g.target.get(&m.id).unwrap_or(&empty),
@@ -72,11 +72,11 @@ impl ConsumerGroups {
             })
             .collect();
         DescribedGroup::default()
-            .with_group_id(GroupId(s(&g.id)))
-            .with_group_state(s(g.state.name()))
+            .with_group_id(GroupId(sb(&g.id)))
+            .with_group_state(sb(g.state.name()))
             .with_group_epoch(g.group_epoch)
             .with_assignment_epoch(g.assignment_epoch)
-            .with_assignor_name(s(assignor.name()))
+            .with_assignor_name(sb(assignor.name()))
             .with_members(members)
     }
 }
@@ -84,13 +84,9 @@ impl ConsumerGroups {
 /// A described group that is not there (also what a classic group's id gets).
 pub fn not_found(group: &str, message: &str) -> DescribedGroup {
     DescribedGroup::default()
-        .with_group_id(GroupId(s(group)))
+        .with_group_id(GroupId(sb(group)))
         .with_error_code(code::GROUP_ID_NOT_FOUND)
-        .with_error_message(Some(s(message)))
-}
-
-fn s(v: &str) -> StrBytes {
-    StrBytes::from_string(v.to_string())
+        .with_error_message(Some(sb(message)))
 }
 
 fn wire(a: &Assignment, topics: &Topics) -> WireAssignment {
@@ -99,7 +95,7 @@ fn wire(a: &Assignment, topics: &Topics) -> WireAssignment {
             .map(|(t, ps)| {
                 TopicPartitions::default()
                     .with_topic_id(*t)
-                    .with_topic_name(TopicName(s(topics.name(*t).unwrap_or(""))))
+                    .with_topic_name(TopicName(sb(topics.name(*t).unwrap_or(""))))
                     .with_partitions(ps.iter().copied().collect())
             })
             .collect(),
@@ -114,12 +110,12 @@ impl ConsumerGroups {
     pub fn describe_classic(&self, group: &str, api_version: i16) -> Option<ClassicDescribedGroup> {
         self.groups.get(group)?;
         let mut d = ClassicDescribedGroup::default()
-            .with_group_id(GroupId(s(group)))
-            .with_group_state(s("Dead"));
+            .with_group_id(GroupId(sb(group)))
+            .with_group_state(sb("Dead"));
         if api_version >= 6 {
             d = d
                 .with_error_code(code::GROUP_ID_NOT_FOUND)
-                .with_error_message(Some(s(&format!("Group {group} is not a classic group."))));
+                .with_error_message(Some(sb(&format!("Group {group} is not a classic group."))));
         }
         Some(d)
     }
@@ -139,10 +135,10 @@ impl ConsumerGroups {
             .filter(|g| wanted(states, g.state.name()))
             .map(|g| {
                 ListedGroup::default()
-                    .with_group_id(GroupId(s(&g.id)))
-                    .with_protocol_type(s(GROUP_TYPE_CONSUMER))
-                    .with_group_state(s(g.state.name()))
-                    .with_group_type(s(GROUP_TYPE_CONSUMER))
+                    .with_group_id(GroupId(sb(&g.id)))
+                    .with_protocol_type(sb(GROUP_TYPE_CONSUMER))
+                    .with_group_state(sb(g.state.name()))
+                    .with_group_type(sb(GROUP_TYPE_CONSUMER))
             })
             .collect()
     }

@@ -33,7 +33,9 @@ impl ConsumerGroupState {
         }
     }
 
-    /// As ListGroups (v4+ states filter, v5 type "consumer") spells it.
+    /// Lower case (Kafka's `toLowerCaseString`). ListGroups does not use it: it answers `name`
+    /// and filters states case-insensitively (`ConsumerGroups::list`).
+    #[cfg(test)]
     pub fn list_name(self) -> &'static str {
         match self {
             ConsumerGroupState::Empty => "empty",
@@ -174,14 +176,13 @@ impl ConsumerGroup {
     }
 
     /// Compiles the regexes members use now (dropping unused ones) and resolves them against
-    /// `topics`. True if some regex now matches other topics than before.
-    pub fn refresh_regexes(&mut self, topics: &Topics) -> bool {
+    /// `topics`.
+    pub fn refresh_regexes(&mut self, topics: &Topics) {
         let used: BTreeSet<&String> = self
             .members
             .values()
             .filter_map(|m| m.subscribed_topic_regex.as_ref())
             .collect();
-        let mut changed = false;
         let mut next = BTreeMap::new();
         for pattern in used {
             let regex = match self.regexes.get(pattern) {
@@ -193,8 +194,6 @@ impl ConsumerGroup {
                 },
             };
             let resolved = regex.resolve(topics);
-            let before = self.regexes.get(pattern).map(|r| &r.topics);
-            changed |= before != Some(&resolved);
             next.insert(
                 pattern.clone(),
                 ResolvedRegex {
@@ -203,8 +202,16 @@ impl ConsumerGroup {
                 },
             );
         }
-        changed |= next.len() != self.regexes.len();
         self.regexes = next;
+    }
+
+    /// Refreshes the regexes and recomputes the subscription metadata under `topics`. True if the
+    /// subscription metadata changed.
+    pub fn refresh_subscriptions(&mut self, topics: &Topics) -> bool {
+        self.refresh_regexes(topics);
+        let metadata = self.compute_subscription_metadata(topics);
+        let changed = metadata != self.subscription_metadata;
+        self.subscription_metadata = metadata;
         changed
     }
 

@@ -4,6 +4,8 @@
 //! ahead of it, and the member reconciles one step. Also member fencing (leave, session and
 //! rebalance timeouts). Everything is validated before anything changes.
 
+use std::collections::BTreeSet;
+
 use kafka_protocol::messages::consumer_group_heartbeat_response::{
     Assignment as WireAssignment, TopicPartitions as WireTopicPartitions,
 };
@@ -19,7 +21,7 @@ use super::member::{
 use super::reconcile::{reconcile, Owned};
 use super::timers::{Kind, Timers};
 use super::topics::{TopicRegex, Topics};
-use super::{CallContext, ConsumerEvent, ConsumerGroups, FenceCause};
+use super::{next_member_id, CallContext, ConsumerEvent, ConsumerGroups, FenceCause};
 use crate::group::Millis;
 
 /// Kafka error codes ConsumerGroupHeartbeat answers with.
@@ -155,7 +157,7 @@ impl ConsumerGroups {
             ));
         }
         let member_id = if req.member_id.is_empty() {
-            self.ids.next()
+            next_member_id(&mut self.ids)
         } else {
             req.member_id.to_string()
         };
@@ -186,7 +188,7 @@ impl ConsumerGroups {
                 ),
             ));
         }
-        let (member, replaced) = find_member(group, &member_id, req, owned.as_deref())?;
+        let (mut updated, replaced) = find_member(group, &member_id, req, owned.as_deref())?;
 
         // Validated: from here on the group changes.
         let topics = &self.topics;
@@ -194,7 +196,6 @@ impl ConsumerGroups {
             .groups
             .entry(group_id.to_string())
             .or_insert_with(|| ConsumerGroup::new(group_id.to_string()));
-        let mut updated = member.clone();
         if let Some(i) = &req.instance_id {
             updated.instance_id = Some(i.to_string());
         }
@@ -207,11 +208,16 @@ impl ConsumerGroups {
         if let Some(a) = &req.server_assignor {
             updated.server_assignor = Some(a.to_string());
         }
+        let mut subscription_changed = false;
         if let Some(names) = &req.subscribed_topic_names {
-            updated.subscribed_topic_names = names.iter().map(|n| n.to_string()).collect();
+            let names: BTreeSet<String> = names.iter().map(|n| n.to_string()).collect();
+            subscription_changed |= names != updated.subscribed_topic_names;
+            updated.subscribed_topic_names = names;
         }
         if let Some(r) = &req.subscribed_topic_regex {
-            updated.subscribed_topic_regex = Some(r.to_string()).filter(|r| !r.is_empty());
+            let regex = Some(r.to_string()).filter(|r| !r.is_empty());
+            subscription_changed |= regex != updated.subscribed_topic_regex;
+            updated.subscribed_topic_regex = regex;
         }
         if updated.client_id != cx.client_id {
             updated.client_id = cx.client_id.clone();
@@ -229,12 +235,13 @@ impl ConsumerGroups {
             group,
             topics,
             default_assignor,
-            &member,
             &updated,
+            subscription_changed,
             replaced.as_deref(),
             out,
         );
-        let current = reconcile_step(group, &mut self.timers, now, updated, owned.as_deref());
+        let (current, assignment_changed) =
+            reconcile_step(group, &mut self.timers, now, updated, owned.as_deref());
         let session = now + self.config.session_timeout_ms.max(0) as u64;
         self.timers
             .arm(group_id, &current.id, Kind::Session, session);
@@ -248,7 +255,7 @@ impl ConsumerGroups {
             || (req.rebalance_timeout_ms != -1
                 && (req.subscribed_topic_names.is_some() || req.subscribed_topic_regex.is_some())
                 && req.topic_partitions.is_some());
-        if full || replaced.is_some() || current.assigned != member.assigned {
+        if full || replaced.is_some() || assignment_changed {
             response.assignment = Some(wire_assignment(&current.assigned));
         }
         Ok(response)
@@ -455,20 +462,18 @@ pub(super) fn note_state(group: &mut ConsumerGroup, out: &mut Vec<ConsumerEvent>
 /// A member's new state after a join or heartbeat of either protocol (validated): it takes the
 /// place of the static incarnation it replaces (target and partitions), a new member is counted,
 /// a changed subscription moves the group epoch on, and the target is recomputed while the group
-/// epoch is ahead of it. `before` is the member as it was. Returns whether the subscription
-/// changed. The caller stops the replaced incarnation's timers.
+/// epoch is ahead of it. `subscription_changed`: its subscribed names or regex differ from the
+/// member as it was. The caller stops the replaced incarnation's timers.
 pub(super) fn apply_member(
     group: &mut ConsumerGroup,
     topics: &Topics,
     default_assignor: Assignor,
-    before: &Member,
     updated: &Member,
+    subscription_changed: bool,
     replaced: Option<&str>,
     out: &mut Vec<ConsumerEvent>,
-) -> bool {
+) {
     let is_new = replaced.is_none() && !group.members.contains_key(&updated.id);
-    let subscription_changed = updated.subscribed_topic_names != before.subscribed_topic_names
-        || updated.subscribed_topic_regex != before.subscribed_topic_regex;
     if let Some(old) = replaced {
         group.move_target(old, &updated.id);
         group.remove_member(old);
@@ -483,8 +488,7 @@ pub(super) fn apply_member(
         });
     }
     if subscription_changed {
-        group.refresh_regexes(topics);
-        group.subscription_metadata = group.compute_subscription_metadata(topics);
+        group.refresh_subscriptions(topics);
         bump_group_epoch(group, out);
     }
     if group.group_epoch > group.assignment_epoch {
@@ -497,22 +501,22 @@ pub(super) fn apply_member(
             assignor,
         });
     }
-    subscription_changed
 }
 
 /// One reconciliation step of a member towards the group's target (Kafka's
 /// `CurrentAssignmentBuilder`), recorded with its rebalance timer: armed while it has partitions
-/// to revoke, stopped otherwise. Returns the member as it is now.
+/// to revoke, stopped otherwise. Returns the member as it is now and whether its assigned
+/// partitions changed.
 pub(super) fn reconcile_step(
     group: &mut ConsumerGroup,
     timers: &mut Timers,
     now: Millis,
     current: Member,
     owned: Owned<'_>,
-) -> Member {
+) -> (Member, bool) {
     let target_epoch = group.assignment_epoch;
     if current.is_reconciled_to(target_epoch) {
-        return current;
+        return (current, false);
     }
     let empty = Assignment::new();
     let target = group.target.get(&current.id).unwrap_or(&empty);
@@ -524,7 +528,7 @@ pub(super) fn reconcile_step(
         owned,
     );
     if next == current {
-        return current;
+        return (current, false);
     }
     if next.state == MemberState::UnrevokedPartitions {
         let at = now + next.rebalance_timeout_ms.max(0) as u64;
@@ -535,8 +539,9 @@ pub(super) fn reconcile_step(
     } else {
         timers.cancel_rebalance(&group.id, &next.id);
     }
+    let assignment_changed = next.assigned != current.assigned;
     group.put_member(next.clone());
-    next
+    (next, assignment_changed)
 }
 
 /// Removes a member (Kafka's `consumerGroupFenceMember`): its partitions are free at once, the
@@ -553,8 +558,7 @@ pub(super) fn fence_member(
         return;
     }
     timers.cancel_member(&group.id, member_id);
-    group.refresh_regexes(topics);
-    group.subscription_metadata = group.compute_subscription_metadata(topics);
+    group.refresh_subscriptions(topics);
     out.push(ConsumerEvent::MemberFenced {
         group: group.id.clone(),
         cause,

@@ -110,10 +110,6 @@ impl Member {
     pub fn owned(&self) -> impl Iterator<Item = (Uuid, i32)> + '_ {
         flatten(&self.assigned).chain(flatten(&self.pending_revocation))
     }
-
-    pub fn subscribes_by_regex(&self) -> bool {
-        self.subscribed_topic_regex.is_some()
-    }
 }
 
 /// Every (topic id, partition) of an assignment, in order.

@@ -48,9 +48,9 @@ mod topics;
 #[cfg(test)]
 mod tests;
 
-use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::{BuildHasher, Hasher};
+
+use crate::group::ids::IdGen;
 
 pub use assignor::Assignor;
 pub use classic::{decode_assignment, encode_assignment, CONSUMER_PROTOCOL_TYPE};
@@ -181,7 +181,8 @@ pub struct ConsumerGroups {
     groups: BTreeMap<String, ConsumerGroup>,
     topics: Topics,
     timers: Timers,
-    ids: MemberIds,
+    /// Member ids for v0 joins (`next_member_id`).
+    ids: IdGen,
     /// Groups whose record changed since `take_dirty` (deleted ones included).
     dirty: BTreeSet<String>,
     /// Groups converted back to classic groups, for the shell (`take_downgrades`).
@@ -191,9 +192,7 @@ pub struct ConsumerGroups {
 impl ConsumerGroups {
     /// Member ids the coordinator generates (v0) are seeded per process.
     pub fn new(config: ConsumerConfig) -> Self {
-        let mut h = RandomState::new().build_hasher();
-        h.write_u64(0x6b69_7038_3438);
-        Self::with_seed(config, h.finish())
+        Self::with_seed(config, IdGen::from_process_entropy().seed())
     }
 
     /// Like `new`, with generated member ids fully determined by `seed` (tests).
@@ -203,7 +202,7 @@ impl ConsumerGroups {
             groups: BTreeMap::new(),
             topics: Topics::default(),
             timers: Timers::default(),
-            ids: MemberIds { seed, counter: 0 },
+            ids: IdGen::with_seed(seed),
             dirty: BTreeSet::new(),
             downgrades: Vec::new(),
         }
@@ -223,10 +222,7 @@ impl ConsumerGroups {
         self.run_timers(now, out);
         self.topics = topics;
         for g in self.groups.values_mut() {
-            g.refresh_regexes(&self.topics);
-            let metadata = g.compute_subscription_metadata(&self.topics);
-            if metadata != g.subscription_metadata {
-                g.subscription_metadata = metadata;
+            if g.refresh_subscriptions(&self.topics) {
                 heartbeat::bump_group_epoch(g, out);
             }
             if std::mem::take(&mut g.dirty) {
@@ -272,7 +268,8 @@ impl ConsumerGroups {
         self.timers.next_deadline()
     }
 
-    /// Armed timers (tests, metrics).
+    /// Armed timers (tests).
+    #[cfg(test)]
     pub fn timer_count(&self) -> usize {
         self.timers.len()
     }
@@ -338,44 +335,24 @@ impl ConsumerGroups {
     }
 }
 
-/// Member ids for v0 joins (Kafka generates a random UUID; ours are unique per process and seeded
-/// per process), printed like Kafka's `Uuid.toString()`: 22 characters of URL-safe base64.
-struct MemberIds {
-    seed: u64,
-    counter: u64,
-}
-
-impl MemberIds {
-    fn next(&mut self) -> String {
-        self.counter = self.counter.wrapping_add(1);
-        let hi = mix(self
-            .seed
-            .wrapping_add(self.counter.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
-        let lo = mix(hi ^ self.seed.rotate_left(29) ^ 0x2545_f491_4f6c_dd1d);
-        let bytes = ((u128::from(hi) << 64) | u128::from(lo)).to_be_bytes();
-        const ALPHABET: &[u8; 64] =
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let mut s = String::with_capacity(22);
-        let mut acc: u32 = 0;
-        let mut bits = 0;
-        for b in bytes {
-            acc = (acc << 8) | u32::from(b);
-            bits += 8;
-            while bits >= 6 {
-                bits -= 6;
-                s.push(ALPHABET[((acc >> bits) & 63) as usize] as char);
-            }
+/// A member id for a v0 join (Kafka generates a random UUID; ours are unique per process and
+/// seeded per process), printed like Kafka's `Uuid.toString()`: 22 characters of URL-safe base64.
+fn next_member_id(ids: &mut IdGen) -> String {
+    let bytes = ids.next_bits(29, 0x2545_f491_4f6c_dd1d).to_be_bytes();
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut s = String::with_capacity(22);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for b in bytes {
+        acc = (acc << 8) | u32::from(b);
+        bits += 8;
+        while bits >= 6 {
+            bits -= 6;
+            s.push(ALPHABET[((acc >> bits) & 63) as usize] as char);
         }
-        if bits > 0 {
-            s.push(ALPHABET[((acc << (6 - bits)) & 63) as usize] as char);
-        }
-        s
     }
-}
-
-/// splitmix64's finaliser: a bijection on u64, so ids never repeat within a process.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    if bits > 0 {
+        s.push(ALPHABET[((acc << (6 - bits)) & 63) as usize] as char);
+    }
+    s
 }

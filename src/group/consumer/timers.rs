@@ -132,6 +132,7 @@ impl Timers {
         Some((at, key.group, key.member, kind))
     }
 
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.armed.len()
     }

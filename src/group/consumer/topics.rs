@@ -56,15 +56,6 @@ impl Topics {
     pub fn iter(&self) -> impl Iterator<Item = (&str, TopicInfo)> {
         self.by_name.iter().map(|(n, t)| (n.as_str(), *t))
     }
-
-    /// The names that exist, of those given.
-    pub fn existing<'a>(&'a self, names: impl IntoIterator<Item = &'a String>) -> Vec<&'a str> {
-        names
-            .into_iter()
-            .filter(|n| self.by_name.contains_key(n.as_str()))
-            .map(String::as_str)
-            .collect()
-    }
 }
 
 /// A compiled regex subscription.
