@@ -51,21 +51,9 @@ impl Operation {
     /// The operation of a Kafka AclOperation code (3 READ … 12 IDEMPOTENT_WRITE), as the
     /// authorized-operations bitfields of Metadata and DescribeGroups number them.
     pub fn from_acl_code(code: u8) -> Option<Operation> {
-        use Operation::*;
-        [
-            Read,
-            Write,
-            Create,
-            Delete,
-            Alter,
-            Describe,
-            ClusterAction,
-            DescribeConfigs,
-            AlterConfigs,
-            IdempotentWrite,
-        ]
-        .get(usize::from(code).checked_sub(3)?)
-        .copied()
+        // `NAMES` lists the operations in AclOperation order from READ (3); `All` is not a code.
+        let i = usize::from(code).checked_sub(3)?;
+        Self::NAMES[..10].get(i).map(|(_, op)| *op)
     }
 
     pub const NAMES: [(&'static str, Operation); 11] = [
